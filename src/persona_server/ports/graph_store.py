@@ -1,0 +1,223 @@
+"""The `GraphStore` port: what the services need from a store, shaped for SQLite and Neo4j alike.
+
+Operations are grouped per aggregate (episodes, derived memories, search, users, changes). Every
+call is scoped by a `UserRef` (tenant + user); an adapter must never return or touch rows of
+another (tenant, user). Nothing here is SQL- or Cypher-shaped: adapters translate.
+
+Vectors are float32, L2-normalised, one row per memory, shape (n, dimension).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from persona_server.domain.models import (
+    Entity,
+    Episode,
+    ExtractionStatus,
+    Memory,
+    MemoryChange,
+    MemoryType,
+    UserRef,
+)
+
+Vectors = npt.NDArray[np.float32]
+
+
+class WriteOutcome(StrEnum):
+    CREATED = "created"
+    UNCHANGED = "unchanged"
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True)
+class EpisodeWriteResult:
+    source_id: str
+    episode_id: str
+    outcome: WriteOutcome
+
+
+@dataclass(frozen=True)
+class MemoryFilter:
+    """Restricts search and listing. Empty means no restriction."""
+
+    types: frozenset[MemoryType] = frozenset()
+    occurred_from: datetime | None = None  # inclusive, on occurred_at
+    occurred_to: datetime | None = None  # exclusive, on occurred_at
+    metadata: dict[str, str] = field(default_factory=dict)  # every pair must match exactly
+    # Invalidated facts are left out unless history is asked for; `as_of` keeps what was valid then.
+    include_invalidated: bool = False
+    as_of: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    memory_id: str
+    score: float  # higher is better, channel-specific scale
+
+
+@dataclass(frozen=True)
+class Page:
+    memories: list[Memory]
+    next_cursor: str  # "" when there is no further page
+
+
+@dataclass(frozen=True)
+class DerivedWrite:
+    """Derived memories produced from one episode, written together in one transaction.
+
+    `memories` are inserted or replaced by id (the service resolves entities and merges repeated
+    psyche/goals before calling, so ids are final). `mentions` links the episode to entity ids.
+    `invalidate` sets `invalid_at` on existing facts (contradictions), keeping them.
+    """
+
+    episode_id: str
+    memories: Sequence[Memory]
+    vectors: Vectors | None  # one row per memory, or None to keep existing vectors
+    mentions: Sequence[str] = ()
+    invalidate: Sequence[tuple[str, datetime]] = ()
+    extraction: ExtractionStatus | None = None
+
+
+class SourceConflictError(Exception):
+    """A source_id already exists with different text and the request did not ask to replace."""
+
+    def __init__(self, source_ids: Sequence[str]) -> None:
+        super().__init__(f"source_id already exists with different text: {', '.join(source_ids)}")
+        self.source_ids = list(source_ids)
+
+
+class StoreUnavailableError(Exception):
+    """The store cannot be reached or is not ready; the caller may retry later."""
+
+
+class EmbeddingMismatchError(Exception):
+    """The store was built with another embedding model or dimension than the one configured."""
+
+
+class EpisodeOps(Protocol):
+    async def put_batch(
+        self, user: UserRef, episodes: Sequence[Episode], vectors: Vectors, *, replace: bool
+    ) -> list[EpisodeWriteResult]:
+        """Write a batch atomically, idempotent by `source_id`.
+
+        Same source_id and same text: UNCHANGED, returns the existing id. Different text: raises
+        `SourceConflictError` for the whole batch (nothing written) unless `replace`, in which case
+        the episode keeps its id, takes the new text, time, metadata and vector, its derived
+        memories are removed (those derived only from it) and its extraction goes back to pending.
+        The temporal chain stays in (occurred_at, seq) order; the store assigns `seq`.
+        """
+        ...
+
+    async def chain_neighbours(
+        self, user: UserRef, episode_ids: Sequence[str], *, before: int = 1, after: int = 1
+    ) -> dict[str, list[str]]:
+        """For each episode id, the ids of its neighbours in event-time order (NEXT chain)."""
+        ...
+
+    async def chain(self, user: UserRef) -> list[str]:
+        """All episode ids of the user in chain order (for tests and export)."""
+        ...
+
+    async def set_extraction(self, user: UserRef, episode_id: str, status: ExtractionStatus) -> None:
+        ...
+
+    async def due_for_extraction(
+        self, now: datetime, limit: int
+    ) -> list[tuple[UserRef, Episode]]:
+        """Episodes across all tenants whose extraction is pending or failed and due by `now`."""
+        ...
+
+
+class MemoryOps(Protocol):
+    async def get_many(self, user: UserRef, ids: Sequence[str]) -> dict[str, Memory]:
+        ...
+
+    async def list(
+        self, user: UserRef, *, filter: MemoryFilter, limit: int, cursor: str
+    ) -> Page:
+        """Stable order: record time then id. `cursor` is opaque to callers ("" = first page)."""
+        ...
+
+    async def delete(self, user: UserRef, memory_id: str) -> list[str]:
+        """Delete one memory; deleting an episode also deletes memories derived only from it.
+
+        Returns the ids deleted (empty if the memory did not exist).
+        """
+        ...
+
+    async def write_derived(self, user: UserRef, write: DerivedWrite) -> None:
+        ...
+
+    async def find_entities(self, user: UserRef, names: Sequence[str]) -> list[Entity]:
+        """Entities whose normalised name or alias equals one of `names` (already normalised)."""
+        ...
+
+    async def find_by_key(
+        self, user: UserRef, memory_type: MemoryType, keys: Sequence[str]
+    ) -> list[Memory]:
+        """Psyche or goals by their merge key; facts by `subject_id|predicate` key."""
+        ...
+
+
+class SearchOps(Protocol):
+    async def vector(
+        self, user: UserRef, query: Vectors, k: int, filter: MemoryFilter
+    ) -> list[SearchHit]:
+        """Cosine similarity over the user's memories, best first."""
+        ...
+
+    async def text(self, user: UserRef, query: str, k: int, filter: MemoryFilter) -> list[SearchHit]:
+        """Full-text (BM25-like) over the user's memories, best first; the query is plain words."""
+        ...
+
+    async def expand(
+        self, user: UserRef, memory_ids: Sequence[str], limit: int
+    ) -> dict[str, list[str]]:
+        """Graph neighbours of each id: mentions (episode-entity), facts of entities,
+        provenance (derived memory-episode). Chain neighbours are `EpisodeOps.chain_neighbours`."""
+        ...
+
+
+class UserOps(Protocol):
+    async def exists(self, user: UserRef) -> bool:
+        ...
+
+    async def delete(self, user: UserRef) -> int:
+        """Remove every row, vector and index entry of the user; returns memories deleted."""
+        ...
+
+
+class ChangeOps(Protocol):
+    async def latest_seq(self, user: UserRef) -> int:
+        ...
+
+    async def since(self, user: UserRef, seq: int, limit: int) -> list[MemoryChange]:
+        """Changes with seq > `seq`, oldest first."""
+        ...
+
+
+class GraphStore(Protocol):
+    episodes: EpisodeOps
+    memories: MemoryOps
+    search: SearchOps
+    users: UserOps
+    changes: ChangeOps
+
+    async def open(self, *, embedding_model: str, dimension: int) -> None:
+        """Create schema if needed; raise `EmbeddingMismatchError` if built with another model."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+    async def ping(self) -> bool:
+        """True when the store answers; used by health checks."""
+        ...
