@@ -10,7 +10,14 @@ import numpy.typing as npt
 
 
 class EmbedderUnavailableError(Exception):
-    """The embedding backend cannot be reached; the caller may retry."""
+    """The embedding backend cannot be reached; the caller may retry.
+
+    Adapters raise it after their own bounded retries are spent. A subclass may mark a backend
+    that answers but refuses the request (bad key, unknown model, wrong dimension): the service
+    is then unavailable until reconfigured, and retrying the same call will not help. Errors in
+    the caller's input (a bare string instead of a sequence) are `TypeError`/`ValueError`, and a
+    local model file that fails its checksum is a start-up error, not this.
+    """
 
 
 class Embedder(Protocol):

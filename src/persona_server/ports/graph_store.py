@@ -94,6 +94,10 @@ class SourceConflictError(Exception):
         self.source_ids = list(source_ids)
 
 
+class InvalidCursorError(ValueError):
+    """A pagination cursor that this store did not issue (malformed, tampered or from elsewhere)."""
+
+
 class StoreUnavailableError(Exception):
     """The store cannot be reached or is not ready; the caller may retry later."""
 
@@ -140,7 +144,7 @@ class MemoryOps(Protocol):
     async def get_many(self, user: UserRef, ids: Sequence[str]) -> dict[str, Memory]:
         ...
 
-    async def list(
+    async def list_page(
         self, user: UserRef, *, filter: MemoryFilter, limit: int, cursor: str
     ) -> Page:
         """Stable order: record time then id. `cursor` is opaque to callers ("" = first page)."""

@@ -1,0 +1,35 @@
+# The two commands of the README: `make serve` and `make test`. Both do all set-up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup serve test check lint protos bench-latency bench-locomo
+
+# Reinstall when a dependency list changes; editable installs pick up code changes by themselves.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e clients/python -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+serve: setup
+	$(BIN)/persona serve
+
+# Static checks first (fast), then the whole test suite (Neo4j included; `slow` is opt-in).
+test: setup lint
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+protos: setup
+	$(BIN)/buf format -w
+	$(BIN)/python scripts/gen_protos.py

@@ -1,0 +1,89 @@
+"""Domain errors. The transport maps each class to one gRPC status code in one place
+(`transport/errors.py`); services raise these and never import grpc.
+
+`reason` is the stable machine-readable `ErrorInfo.reason` clients branch on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str  # proto field path, e.g. "items[3].occurred_at"
+    description: str
+
+
+class PersonaError(Exception):
+    reason = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgumentError(PersonaError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Sequence[FieldViolation], message: str | None = None) -> None:
+        # Descriptions name their field ("max_results must be between 1 and 100"), so the
+        # message reads well on its own in a CLI or a log line.
+        text = message or "; ".join(v.description for v in violations)
+        super().__init__(text)
+        self.violations = list(violations)
+
+
+class NotFoundError(PersonaError):
+    reason = "NOT_FOUND"
+
+
+class AlreadyExistsError(PersonaError):
+    reason = "SOURCE_ID_CONFLICT"
+
+
+class FailedPreconditionError(PersonaError):
+    reason = "FAILED_PRECONDITION"
+
+
+class UnauthenticatedError(PersonaError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(PersonaError):
+    reason = "PERMISSION_DENIED"
+
+
+class ResourceExhaustedError(PersonaError):
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class AbortedError(PersonaError):
+    reason = "ABORTED"
+
+
+class UnavailableError(PersonaError):
+    """A dependency (store, LLM, embedder) is down; retrying after `retry_after_s` may succeed."""
+
+    reason = "UNAVAILABLE"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        retry_after_s: float = 1.0,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_s = retry_after_s

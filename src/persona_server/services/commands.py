@@ -1,0 +1,64 @@
+"""Validated requests, as the services receive them from any transport."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from persona_server.domain.models import ChatRole, MemoryType, SourceType, UserRef
+from persona_server.ports.graph_store import MemoryFilter
+
+
+@dataclass(frozen=True)
+class NewItem:
+    text: str
+    source_id: str  # "" = the server assigns one
+    occurred_at: datetime | None  # None = time of receipt
+    source_type: SourceType = SourceType.TEXT
+    speaker: str = ""
+    role: ChatRole = ChatRole.UNSPECIFIED
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestCommand:
+    user: UserRef
+    items: list[NewItem]
+    replace: bool = False
+    wait_for_extraction: bool = False
+
+
+@dataclass(frozen=True)
+class RecallQuery:
+    user: UserRef
+    query: str
+    max_results: int
+    filter: MemoryFilter = field(default_factory=MemoryFilter)
+    explain: bool = False
+
+
+@dataclass(frozen=True)
+class AskQuery:
+    user: UserRef
+    question: str
+    schema: dict[str, Any]
+    max_memories: int = 20
+
+
+@dataclass(frozen=True)
+class StreamQuery:
+    user: UserRef
+    query: str
+    max_results: int = 10
+    types: frozenset[MemoryType] = frozenset()
+    resume_after: int | None = None  # change-log seq from a resume token
+    heartbeat_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    user: UserRef
+    page_size: int
+    cursor: str
+    filter: MemoryFilter = field(default_factory=MemoryFilter)

@@ -1,0 +1,81 @@
+"""Ingest: store episodes first (recallable at once), then hand them to extraction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from persona_server.domain.ids import new_id, new_source_id
+from persona_server.domain.models import Episode, ExtractionStatus, MemoryType, UserRef
+from persona_server.ports.embedder import Embedder
+from persona_server.ports.graph_store import GraphStore, WriteOutcome
+from persona_server.services.commands import IngestCommand, NewItem
+from persona_server.services.notifier import ChangeNotifier
+from persona_server.services.results import IngestItemResult
+
+
+class ExtractionScheduler(Protocol):
+    async def submit(self, user: UserRef, episode_ids: Sequence[str], *, wait: bool) -> None:
+        """Derive memories from stored episodes: now (wait=True) or in the background."""
+        ...
+
+
+def embedding_text(speaker: str, text: str) -> str:
+    # The speaker is part of what an utterance means ("Caroline: I went hiking").
+    return f"{speaker}: {text}" if speaker else text
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class IngestService:
+    def __init__(
+        self,
+        store: GraphStore,
+        embedder: Embedder,
+        notifier: ChangeNotifier,
+        extraction: ExtractionScheduler | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._notifier = notifier
+        self._extraction = extraction
+        self._clock = clock
+
+    def _episode(self, item: NewItem, now: datetime) -> Episode:
+        return Episode(
+            id=new_id(MemoryType.EPISODE),
+            text=item.text,
+            occurred_at=item.occurred_at or now,
+            recorded_at=now,
+            source_id=item.source_id or new_source_id(),
+            source_type=item.source_type,
+            speaker=item.speaker,
+            role=item.role,
+            metadata=item.metadata,
+            extraction=ExtractionStatus(updated_at=now),
+        )
+
+    async def ingest(self, cmd: IngestCommand) -> list[IngestItemResult]:
+        now = self._clock()
+        episodes = [self._episode(item, now) for item in cmd.items]
+        vectors = await self._embedder.embed([embedding_text(e.speaker, e.text) for e in episodes])
+        written = await self._store.episodes.put_batch(
+            cmd.user, episodes, vectors, replace=cmd.replace
+        )
+        changed = [w.episode_id for w in written if w.outcome is not WriteOutcome.UNCHANGED]
+        if changed:
+            self._notifier.notify(cmd.user)
+            if self._extraction is not None:
+                await self._extraction.submit(cmd.user, changed, wait=cmd.wait_for_extraction)
+                self._notifier.notify(cmd.user)
+        stored = await self._store.memories.get_many(cmd.user, [w.episode_id for w in written])
+        results = []
+        for w in written:
+            episode = stored.get(w.episode_id)
+            status = episode.extraction if isinstance(episode, Episode) else ExtractionStatus()
+            results.append(IngestItemResult(w.episode_id, w.source_id, w.outcome, status))
+        return results

@@ -1,0 +1,204 @@
+"""Domain -> proto conversion (the reverse direction lives in `validation.py`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
+
+from persona.v1 import memory_pb2 as pb
+from persona.v1 import memory_service_pb2 as svc
+from persona_server.domain import models as m
+from persona_server.ports.graph_store import WriteOutcome
+from persona_server.services import resume_token
+from persona_server.services.results import (
+    ChannelHit,
+    DeletedRef,
+    HeartbeatEvent,
+    IngestItemResult,
+    RecallOutcome,
+    ScoredMemory,
+    SnapshotEvent,
+    StreamEvent,
+    UpdateEvent,
+)
+from persona_server.transport.validation import CHAT_ROLES, MEMORY_TYPES, SOURCE_TYPES
+
+_MEMORY_TYPE_PB = {v: k for k, v in MEMORY_TYPES.items()}
+_SOURCE_TYPE_PB = {v: k for k, v in SOURCE_TYPES.items() if k != pb.SOURCE_TYPE_UNSPECIFIED}
+_ROLE_PB = {v: k for k, v in CHAT_ROLES.items()}
+_EXTRACTION_PB = {
+    m.ExtractionState.PENDING: pb.EXTRACTION_STATE_PENDING,
+    m.ExtractionState.DONE: pb.EXTRACTION_STATE_DONE,
+    m.ExtractionState.FAILED: pb.EXTRACTION_STATE_FAILED,
+}
+_PSYCHE_PB = {
+    m.PsycheKind.TRAIT: pb.PSYCHE_KIND_TRAIT,
+    m.PsycheKind.VALUE: pb.PSYCHE_KIND_VALUE,
+    m.PsycheKind.PREFERENCE: pb.PSYCHE_KIND_PREFERENCE,
+}
+_GOAL_PB = {
+    m.GoalStatus.ACTIVE: pb.GOAL_STATUS_ACTIVE,
+    m.GoalStatus.ACHIEVED: pb.GOAL_STATUS_ACHIEVED,
+    m.GoalStatus.ABANDONED: pb.GOAL_STATUS_ABANDONED,
+}
+_ENTITY_PB = {
+    m.EntityKind.PERSON: pb.ENTITY_KIND_PERSON,
+    m.EntityKind.PLACE: pb.ENTITY_KIND_PLACE,
+    m.EntityKind.ORGANIZATION: pb.ENTITY_KIND_ORGANIZATION,
+    m.EntityKind.THING: pb.ENTITY_KIND_THING,
+    m.EntityKind.EVENT: pb.ENTITY_KIND_EVENT,
+    m.EntityKind.OTHER: pb.ENTITY_KIND_OTHER,
+}
+_OUTCOME_PB = {
+    WriteOutcome.CREATED: svc.INGEST_OUTCOME_CREATED,
+    WriteOutcome.UNCHANGED: svc.INGEST_OUTCOME_UNCHANGED,
+    WriteOutcome.REPLACED: svc.INGEST_OUTCOME_REPLACED,
+}
+_CHANGE_PB = {
+    m.ChangeKind.ADDED: svc.CHANGE_KIND_ADDED,
+    m.ChangeKind.UPDATED: svc.CHANGE_KIND_UPDATED,
+    m.ChangeKind.INVALIDATED: svc.CHANGE_KIND_INVALIDATED,
+    m.ChangeKind.DELETED: svc.CHANGE_KIND_DELETED,
+}
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def extraction_status(status: m.ExtractionStatus) -> pb.ExtractionStatus:
+    out = pb.ExtractionStatus(
+        state=_EXTRACTION_PB[status.state],
+        attempts=status.attempts,
+        last_error=status.last_error,
+        extractor=status.extractor,
+    )
+    if status.updated_at is not None:
+        out.updated_at.CopyFrom(timestamp(status.updated_at))
+    return out
+
+
+def memory(mem: m.Memory, user_id: str) -> pb.Memory:
+    out = pb.Memory(
+        id=mem.id,
+        type=_MEMORY_TYPE_PB[mem.type],
+        user_id=user_id,
+        text=mem.text,
+        metadata=mem.metadata,
+        provenance=pb.Provenance(source_ids=mem.source_ids, episode_ids=mem.episode_ids),
+        reinforcement=pb.Reinforcement(mention_count=mem.mention_count),
+    )
+    out.recorded_at.CopyFrom(timestamp(mem.recorded_at))
+    if mem.occurred_at is not None:
+        out.occurred_at.CopyFrom(timestamp(mem.occurred_at))
+    if mem.valid_from is not None:
+        out.validity.valid_from.CopyFrom(timestamp(mem.valid_from))
+    if mem.invalid_at is not None:
+        out.validity.invalid_at.CopyFrom(timestamp(mem.invalid_at))
+    if mem.last_reinforced_at is not None:
+        out.reinforcement.last_reinforced_at.CopyFrom(timestamp(mem.last_reinforced_at))
+    if isinstance(mem, m.Episode):
+        out.episode.CopyFrom(
+            pb.Episode(
+                source_id=mem.source_id,
+                source_type=_SOURCE_TYPE_PB[mem.source_type],
+                speaker=mem.speaker,
+                role=_ROLE_PB[mem.role],
+                summary=mem.summary,
+                extraction=extraction_status(mem.extraction),
+            )
+        )
+    elif isinstance(mem, m.Psyche):
+        out.psyche.CopyFrom(pb.Psyche(kind=_PSYCHE_PB[mem.kind]))
+    elif isinstance(mem, m.Goal):
+        out.goal.CopyFrom(pb.Goal(status=_GOAL_PB[mem.status]))
+        if mem.due_at is not None:
+            out.goal.due_at.CopyFrom(timestamp(mem.due_at))
+    elif isinstance(mem, m.Entity):
+        out.entity.CopyFrom(
+            pb.Entity(
+                name=mem.name,
+                kind=_ENTITY_PB[mem.kind],
+                aliases=mem.aliases,
+                description=mem.description,
+            )
+        )
+    else:
+        out.fact.CopyFrom(
+            pb.Fact(
+                subject_id=mem.subject_id,
+                predicate=mem.predicate,
+                object_id=mem.object_id,
+                object_value=mem.object_value,
+            )
+        )
+    return out
+
+
+def channel(hit: ChannelHit) -> svc.ChannelScore:
+    return svc.ChannelScore(channel=hit.channel, rank=hit.rank, score=hit.score)
+
+
+def scored(item: ScoredMemory, user_id: str) -> svc.RecallResult:
+    return svc.RecallResult(
+        memory=memory(item.memory, user_id),
+        score=item.score,
+        channels=[channel(c) for c in item.channels],
+    )
+
+
+def recall_response(outcome: RecallOutcome, user_id: str) -> svc.RecallResponse:
+    return svc.RecallResponse(
+        results=[scored(r, user_id) for r in outcome.results],
+        context_block=outcome.context_block,
+    )
+
+
+def ingest_response(results: list[IngestItemResult]) -> svc.IngestResponse:
+    return svc.IngestResponse(
+        results=[
+            svc.IngestResult(
+                episode_id=r.episode_id,
+                source_id=r.source_id,
+                outcome=_OUTCOME_PB[r.outcome],
+                extraction=extraction_status(r.extraction),
+            )
+            for r in results
+        ]
+    )
+
+
+def stream_event(event: StreamEvent, user: m.UserRef) -> svc.StreamContextResponse:
+    token = resume_token.encode(user, event.seq)
+    if isinstance(event, SnapshotEvent):
+        return svc.StreamContextResponse(
+            resume_token=token,
+            snapshot=svc.ContextSnapshot(
+                results=[scored(r, user.user_id) for r in event.outcome.results],
+                context_block=event.outcome.context_block,
+            ),
+        )
+    if isinstance(event, UpdateEvent):
+        changes = []
+        for change in event.changes:
+            if isinstance(change.item, DeletedRef):
+                result = svc.RecallResult(
+                    memory=pb.Memory(
+                        id=change.item.memory_id,
+                        type=_MEMORY_TYPE_PB[change.item.memory_type],
+                        user_id=user.user_id,
+                    )
+                )
+            else:
+                result = scored(change.item, user.user_id)
+            changes.append(svc.ContextChange(kind=_CHANGE_PB[change.kind], result=result))
+        return svc.StreamContextResponse(
+            resume_token=token, update=svc.ContextUpdate(changes=changes)
+        )
+    assert isinstance(event, HeartbeatEvent)
+    return svc.StreamContextResponse(
+        resume_token=token, heartbeat=svc.Heartbeat(server_time=timestamp(event.at))
+    )

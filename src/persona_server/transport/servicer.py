@@ -1,0 +1,156 @@
+"""The gRPC servicer: thin. Validate (proto -> command), call a service, convert back.
+
+Every handler goes through `_unary` / the stream wrapper so that any exception becomes a status
+with rich details in exactly one place (`errors.to_status`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+
+from persona.v1 import memory_service_pb2 as svc
+from persona.v1 import memory_service_pb2_grpc as svc_grpc
+from persona_server.services.ask import AskService
+from persona_server.services.context_feed import ContextFeed
+from persona_server.services.ingest import IngestService, utcnow
+from persona_server.services.memories import MemoryService
+from persona_server.services.recall import RecallService
+from persona_server.transport import convert, validation
+from persona_server.transport.auth import current_tenant
+from persona_server.transport.errors import abort
+
+log = logging.getLogger(__name__)
+Resp = TypeVar("Resp")
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+@dataclass(frozen=True)
+class Services:
+    ingest: IngestService
+    recall: RecallService
+    memories: MemoryService
+    feed: ContextFeed
+    ask: AskService
+    clock: Callable[[], datetime] = utcnow
+
+
+async def _unary(context: Context, call: Callable[[], Awaitable[Resp]]) -> Resp:
+    try:
+        return await call()
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:  # every other failure is mapped, never leaked
+        await abort(context, exc)
+        raise  # unreachable: abort raises
+
+
+class MemoryServicer(svc_grpc.MemoryServiceServicer):
+    def __init__(self, services: Services) -> None:
+        self._s = services
+
+    async def Ingest(self, request: svc.IngestRequest, context: Context) -> svc.IngestResponse:
+        async def call() -> svc.IngestResponse:
+            cmd = validation.ingest(current_tenant(), request, self._s.clock())
+            return convert.ingest_response(await self._s.ingest.ingest(cmd))
+
+        return await _unary(context, call)
+
+    async def Recall(self, request: svc.RecallRequest, context: Context) -> svc.RecallResponse:
+        async def call() -> svc.RecallResponse:
+            query = validation.recall(current_tenant(), request)
+            outcome = await self._s.recall.recall(query)
+            return convert.recall_response(outcome, query.user.user_id)
+
+        return await _unary(context, call)
+
+    async def AskStructured(
+        self, request: svc.AskStructuredRequest, context: Context
+    ) -> svc.AskStructuredResponse:
+        async def call() -> svc.AskStructuredResponse:
+            query = validation.ask(current_tenant(), request)
+            answer = await self._s.ask.ask(query)
+            return svc.AskStructuredResponse(
+                answer_json=json.dumps(answer.answer, ensure_ascii=False),
+                answered=answer.answered,
+                citations=[
+                    svc.Citation(
+                        memory_id=m.id,
+                        type=convert.memory(m, query.user.user_id).type,
+                        source_ids=m.source_ids,
+                    )
+                    for m in answer.citations
+                ],
+            )
+
+        return await _unary(context, call)
+
+    async def StreamContext(
+        self, request: svc.StreamContextRequest, context: Context
+    ) -> AsyncIterator[svc.StreamContextResponse]:
+        try:
+            query = validation.stream(current_tenant(), request)
+            events = self._s.feed.stream(query)
+            try:
+                async for event in events:
+                    yield convert.stream_event(event, query.user)
+            finally:
+                # Runs on client cancellation too (the handler task is cancelled): no task or
+                # wake-up registration outlives the call.
+                await events.aclose()  # type: ignore[attr-defined]
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc)
+
+    async def GetMemory(
+        self, request: svc.GetMemoryRequest, context: Context
+    ) -> svc.GetMemoryResponse:
+        async def call() -> svc.GetMemoryResponse:
+            user, memory_id = validation.memory_ref(
+                current_tenant(), request.user_id, request.memory_id
+            )
+            memory = await self._s.memories.get(user, memory_id)
+            return svc.GetMemoryResponse(memory=convert.memory(memory, user.user_id))
+
+        return await _unary(context, call)
+
+    async def ListMemories(
+        self, request: svc.ListMemoriesRequest, context: Context
+    ) -> svc.ListMemoriesResponse:
+        async def call() -> svc.ListMemoriesResponse:
+            query = validation.list_memories(current_tenant(), request)
+            page = await self._s.memories.list_page(query)
+            return svc.ListMemoriesResponse(
+                memories=[convert.memory(m, query.user.user_id) for m in page.memories],
+                next_page_token=page.next_cursor,
+            )
+
+        return await _unary(context, call)
+
+    async def DeleteMemory(
+        self, request: svc.DeleteMemoryRequest, context: Context
+    ) -> svc.DeleteMemoryResponse:
+        async def call() -> svc.DeleteMemoryResponse:
+            user, memory_id = validation.memory_ref(
+                current_tenant(), request.user_id, request.memory_id
+            )
+            deleted = await self._s.memories.delete(user, memory_id)
+            return svc.DeleteMemoryResponse(deleted_ids=deleted)
+
+        return await _unary(context, call)
+
+    async def DeleteUser(
+        self, request: svc.DeleteUserRequest, context: Context
+    ) -> svc.DeleteUserResponse:
+        async def call() -> svc.DeleteUserResponse:
+            user = validation.delete_user(current_tenant(), request)
+            return svc.DeleteUserResponse(deleted_memories=await self._s.memories.delete_user(user))
+
+        return await _unary(context, call)
