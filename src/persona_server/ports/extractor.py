@@ -24,7 +24,7 @@ USER_SUBJECT = "user"
 class ExtractedEntity:
     name: str
     kind: EntityKind
-    # Other surface forms seen in the same item ("Melanie" for "Melanie Smith", "Lee" for "Dr. Lee").
+    # Other surface forms seen in the same item: "Melanie" for "Melanie Smith", "Lee" for "Dr. Lee".
     aliases: tuple[str, ...] = ()
 
 
