@@ -68,6 +68,7 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     keys = KeyRing.from_settings(settings.api_keys.get_secret_value(), settings.api_keys_file)
     owns_embedder = embedder is None
     emb = embedder or build_embedder_from(settings)
+    await emb.start()
     store = build_store(settings)
     await store.open(embedding_model=emb.model_id, dimension=emb.dimension)
     notifier = ChangeNotifier()

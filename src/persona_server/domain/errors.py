@@ -37,9 +37,8 @@ class InvalidArgumentError(PersonaError):
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, violations: Sequence[FieldViolation], message: str | None = None) -> None:
-        # Descriptions name their field ("max_results must be between 1 and 100"), so the
-        # message reads well on its own in a CLI or a log line.
-        text = message or "; ".join(v.description for v in violations)
+        # "max_results must be between 1 and 100, got 0": readable alone in a CLI or a log.
+        text = message or "; ".join(f"{v.field} {v.description}" for v in violations)
         super().__init__(text)
         self.violations = list(violations)
 

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -105,7 +105,7 @@ def _key_from_metadata(metadata: Any) -> str | None:
 
 # The handler types of grpc's stubs describe sync behaviours; under grpc.aio they are coroutines
 # and async generators, so the wrappers below are typed loosely on purpose.
-_Handler = grpc.RpcMethodHandler[Any, Any]
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

@@ -75,6 +75,9 @@ class Violations:
         self.items: list[FieldViolation] = []
 
     def add(self, field: str, description: str) -> None:
+        # Descriptions are written as sentences about the field; the field itself is carried
+        # separately in the violation, so it is not repeated there.
+        description = description.removeprefix(f"{field} ")
         self.items.append(FieldViolation(field, description))
 
     def raise_if_any(self) -> None:
