@@ -1,0 +1,277 @@
+"""Conversions between domain models and rows: times, JSON columns, vector blobs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter
+
+from persona_server.domain.models import (
+    Entity,
+    Episode,
+    ExtractionState,
+    ExtractionStatus,
+    Fact,
+    Goal,
+    Memory,
+    MemoryType,
+    Psyche,
+)
+from persona_server.domain.names import normalise_name
+from persona_server.ports.graph_store import Vectors
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+MEMORY_ADAPTER: TypeAdapter[Memory] = TypeAdapter(Memory)
+
+# Fields kept in their own columns (or rebuilt from provenance); everything else a memory type
+# adds goes to the JSON payload, so a new field on a model needs no migration.
+_COLUMN_FIELDS = frozenset(
+    {
+        "id",
+        "type",
+        "text",
+        "occurred_at",
+        "recorded_at",
+        "valid_from",
+        "invalid_at",
+        "mention_count",
+        "last_reinforced_at",
+        "metadata",
+        "source_ids",
+        "episode_ids",
+        "source_id",
+        "seq",
+        "extraction",
+    }
+)
+
+MEMORY_COLUMNS = (
+    "m.rowid, m.id, m.type, m.text, m.occurred_at, m.recorded_at, m.valid_from, m.invalid_at, "
+    "m.mention_count, m.last_reinforced_at, m.metadata, m.payload, m.source_id, m.seq, "
+    "m.extraction"
+)
+
+INSERT_MEMORY = (
+    "INSERT INTO memories (user_key, id, type, text, occurred_at, recorded_at, valid_from, "
+    "invalid_at, mention_count, last_reinforced_at, metadata, payload, merge_key, subject_id, "
+    "object_id, source_id, seq, chain_at, extraction, extraction_due) "
+    "VALUES (:user_key, :id, :type, :text, :occurred_at, :recorded_at, :valid_from, :invalid_at, "
+    ":mention_count, :last_reinforced_at, :metadata, :payload, :merge_key, :subject_id, "
+    ":object_id, :source_id, :seq, :chain_at, :extraction, :extraction_due)"
+)
+
+UPDATE_MEMORY = (
+    "UPDATE memories SET text = :text, occurred_at = :occurred_at, recorded_at = :recorded_at, "
+    "valid_from = :valid_from, invalid_at = :invalid_at, mention_count = :mention_count, "
+    "last_reinforced_at = :last_reinforced_at, metadata = :metadata, payload = :payload, "
+    "merge_key = :merge_key, subject_id = :subject_id, object_id = :object_id, "
+    "source_id = :source_id, seq = :seq, chain_at = :chain_at, extraction = :extraction, "
+    "extraction_due = :extraction_due WHERE user_key = :user_key AND id = :id"
+)
+
+TYPE_CODES: dict[str, int] = {t.value: i for i, t in enumerate(MemoryType)}
+
+
+def to_us(value: datetime) -> int:
+    # Naive datetimes are read as UTC: the domain promises UTC, and guessing local time would
+    # shift events silently.
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _MICRO
+
+
+def opt_us(value: datetime | None) -> int | None:
+    return None if value is None else to_us(value)
+
+
+def from_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def opt_from_us(value: int | None) -> datetime | None:
+    return None if value is None else from_us(value)
+
+
+def dump_metadata(metadata: Mapping[str, str]) -> str:
+    # Sorted keys make equal dicts equal strings, which the vector cache interns by.
+    return json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def merge_key(memory: Memory) -> str | None:
+    if isinstance(memory, Psyche | Goal):
+        return memory.key or None
+    if isinstance(memory, Fact):
+        return f"{memory.subject_id}|{memory.predicate}"
+    if isinstance(memory, Entity):
+        return normalise_name(memory.name) or None
+    return None
+
+
+def entity_names(entity: Entity) -> set[str]:
+    names = {normalise_name(n) for n in [entity.name, *entity.aliases]}
+    names.discard("")
+    return names
+
+
+def extraction_due(status: ExtractionStatus, recorded_at: datetime) -> int | None:
+    """When the episode becomes due for extraction, or None when it never is.
+
+    Pending with no retry time is due at once (ordered by record time, so first in first out);
+    failed with no retry time means the extractor gave up, so it is not picked up again.
+    """
+    if status.state is ExtractionState.DONE:
+        return None
+    if status.next_attempt_at is not None:
+        return to_us(status.next_attempt_at)
+    if status.state is ExtractionState.PENDING:
+        return to_us(recorded_at)
+    return None
+
+
+def memory_params(user_key: int, memory: Memory) -> dict[str, Any]:
+    payload = memory.model_dump(mode="json", exclude=set(_COLUMN_FIELDS))
+    params: dict[str, Any] = {
+        "user_key": user_key,
+        "id": memory.id,
+        "type": memory.type.value,
+        "text": memory.text,
+        "occurred_at": opt_us(memory.occurred_at),
+        "recorded_at": to_us(memory.recorded_at),
+        "valid_from": opt_us(memory.valid_from),
+        "invalid_at": opt_us(memory.invalid_at),
+        "mention_count": memory.mention_count,
+        "last_reinforced_at": opt_us(memory.last_reinforced_at),
+        "metadata": dump_metadata(memory.metadata),
+        "payload": json.dumps(payload, sort_keys=True, ensure_ascii=False),
+        "merge_key": merge_key(memory),
+        "subject_id": None,
+        "object_id": None,
+        "source_id": None,
+        "seq": None,
+        "chain_at": None,
+        "extraction": None,
+        "extraction_due": None,
+    }
+    if isinstance(memory, Fact):
+        params["subject_id"] = memory.subject_id or None
+        params["object_id"] = memory.object_id or None
+    if isinstance(memory, Episode):
+        params["source_id"] = memory.source_id
+        params["seq"] = memory.seq
+        # Episodes without an event time still need a chain position; record time is the
+        # best stand-in.
+        params["chain_at"] = to_us(memory.occurred_at or memory.recorded_at)
+        params["extraction"] = memory.extraction.model_dump_json()
+        params["extraction_due"] = extraction_due(memory.extraction, memory.recorded_at)
+    return params
+
+
+def row_to_memory(
+    row: sqlite3.Row | Sequence[Any],
+    provenance: Mapping[int, tuple[list[str], list[str]]],
+) -> Memory:
+    """A model from a MEMORY_COLUMNS row; `provenance` maps rowid to (episode ids, sources)."""
+    (
+        rowid,
+        mid,
+        mtype,
+        text,
+        occurred_at,
+        recorded_at,
+        valid_from,
+        invalid_at,
+        mention_count,
+        last_reinforced_at,
+        metadata,
+        payload,
+        source_id,
+        seq,
+        extraction,
+    ) = tuple(row)
+    data: dict[str, Any] = json.loads(payload)
+    data.update(
+        id=mid,
+        type=mtype,
+        text=text,
+        occurred_at=opt_from_us(occurred_at),
+        recorded_at=from_us(recorded_at),
+        valid_from=opt_from_us(valid_from),
+        invalid_at=opt_from_us(invalid_at),
+        mention_count=mention_count,
+        last_reinforced_at=opt_from_us(last_reinforced_at),
+        metadata=json.loads(metadata),
+    )
+    if mtype == MemoryType.EPISODE.value:
+        # An episode is its own provenance: Recall credits an episode hit to its source id.
+        data.update(
+            source_id=source_id,
+            seq=seq,
+            extraction=json.loads(extraction) if extraction else {},
+            episode_ids=[mid],
+            source_ids=[source_id],
+        )
+    else:
+        episode_ids, source_ids = provenance.get(rowid, ([], []))
+        data.update(episode_ids=episode_ids, source_ids=source_ids)
+    return MEMORY_ADAPTER.validate_python(data)
+
+
+def load_provenance(
+    conn: sqlite3.Connection, rowids: Sequence[int]
+) -> dict[int, tuple[list[str], list[str]]]:
+    """Episode ids and source ids of derived memories, in chain order of the episodes."""
+    out: dict[int, tuple[list[str], list[str]]] = {}
+    for chunk in chunks(rowids):
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            "SELECT p.memory_rowid, e.id, e.source_id FROM provenance p "
+            "JOIN memories e ON e.rowid = p.episode_rowid "
+            f"WHERE p.memory_rowid IN ({marks}) ORDER BY p.memory_rowid, e.chain_at, e.seq",
+            chunk,
+        )
+        for memory_rowid, episode_id, source_id in rows:
+            ids, sources = out.setdefault(memory_rowid, ([], []))
+            ids.append(episode_id)
+            sources.append(source_id)
+    return out
+
+
+def load_memories(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[Memory]:
+    """Memories matching `where` (over alias m), in the order the clause gives, with provenance."""
+    rows = conn.execute(f"SELECT {MEMORY_COLUMNS} FROM memories m {where}", params).fetchall()
+    derived = [r[0] for r in rows if r[2] != MemoryType.EPISODE.value]
+    provenance = load_provenance(conn, derived) if derived else {}
+    return [row_to_memory(r, provenance) for r in rows]
+
+
+def vector_blob(row: np.ndarray[Any, Any]) -> bytes:
+    return np.ascontiguousarray(row, dtype="<f4").tobytes()
+
+
+def normalise_vectors(vectors: Vectors, count: int, dimension: int) -> Vectors:
+    """Validate shape and re-normalise, so a dot product is a cosine whatever the embedder did."""
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim == 1 and count == 1:
+        arr = arr.reshape(1, -1)
+    if arr.shape != (count, dimension):
+        raise ValueError(f"expected vectors of shape ({count}, {dimension}), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("vectors contain NaN or infinity")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(arr / norms, dtype=np.float32)
+
+
+CHUNK = 500
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> list[Sequence[Any]]:
+    """Split for IN (...) lists; SQLite caps bound parameters per statement."""
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,374 @@
+"""Memories: reads, paginated listing, deletion, and the derived-memory writes of extraction."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from persona_server.adapters.stores.sqlite.cascade import delete_rows, detach_episode
+from persona_server.adapters.stores.sqlite.changes import ChangeLog
+from persona_server.adapters.stores.sqlite.codec import (
+    INSERT_MEMORY,
+    UPDATE_MEMORY,
+    chunks,
+    entity_names,
+    load_memories,
+    memory_params,
+    normalise_vectors,
+    to_us,
+    vector_blob,
+)
+from persona_server.adapters.stores.sqlite.connection import read_transaction, write_transaction
+from persona_server.adapters.stores.sqlite.context import StoreContext
+from persona_server.adapters.stores.sqlite.episodes import (
+    UPSERT_VECTOR,
+    set_extraction_status,
+    vector_row,
+)
+from persona_server.adapters.stores.sqlite.filters import filter_sql
+from persona_server.adapters.stores.sqlite.users import cache_key, find_user_key
+from persona_server.adapters.stores.sqlite.vectors import Change, VectorRow
+from persona_server.domain.models import (
+    ChangeKind,
+    Entity,
+    Episode,
+    Memory,
+    MemoryType,
+    UserRef,
+)
+from persona_server.domain.names import normalise_name
+from persona_server.ports.graph_store import DerivedWrite, InvalidCursorError, MemoryFilter, Page
+
+_CURSOR_VERSION = 1
+
+
+def encode_cursor(recorded_at_us: int, memory_id: str) -> str:
+    raw = json.dumps([_CURSOR_VERSION, recorded_at_us, memory_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise InvalidCursorError("invalid page cursor") from exc
+    if (
+        not isinstance(data, list)
+        or len(data) != 3
+        or data[0] != _CURSOR_VERSION
+        or type(data[1]) is not int
+        or not isinstance(data[2], str)
+    ):
+        raise InvalidCursorError("invalid page cursor")
+    return data[1], data[2]
+
+
+class SqliteMemoryOps:
+    def __init__(self, ctx: StoreContext) -> None:
+        self._ctx = ctx
+
+    async def get_many(self, user: UserRef, ids: Sequence[str]) -> dict[str, Memory]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+
+        def run(conn: sqlite3.Connection) -> dict[str, Memory]:
+            out: dict[str, Memory] = {}
+            with read_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return out
+                for chunk in chunks(wanted):
+                    marks = ",".join("?" * len(chunk))
+                    for memory in load_memories(
+                        conn, f"WHERE m.user_key = ? AND m.id IN ({marks})", [key, *chunk]
+                    ):
+                        out[memory.id] = memory
+            return out
+
+        return await self._ctx.db.read(run)
+
+    async def list_page(
+        self, user: UserRef, *, filter: MemoryFilter, limit: int, cursor: str
+    ) -> Page:
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        after = decode_cursor(cursor) if cursor else None
+        where, params = filter_sql(filter)
+
+        def run(conn: sqlite3.Connection) -> Page:
+            with read_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return Page(memories=[], next_cursor="")
+                sql = "WHERE m.user_key = ?" + where
+                args: list[Any] = [key, *params]
+                if after is not None:
+                    sql += " AND (m.recorded_at, m.id) > (?, ?)"
+                    args.extend(after)
+                sql += " ORDER BY m.recorded_at, m.id LIMIT ?"
+                args.append(limit + 1)
+                memories = load_memories(conn, sql, args)
+            if len(memories) <= limit:
+                return Page(memories=memories, next_cursor="")
+            page = memories[:limit]
+            last = page[-1]
+            return Page(memories=page, next_cursor=encode_cursor(to_us(last.recorded_at), last.id))
+
+        return await self._ctx.db.read(run)
+
+    async def delete(self, user: UserRef, memory_id: str) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            with write_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return []
+                row = conn.execute(
+                    "SELECT rowid, type FROM memories WHERE user_key = ? AND id = ?",
+                    (key, memory_id),
+                ).fetchone()
+                if row is None:
+                    return []
+                rowid, memory_type = row
+                changes = ChangeLog(conn, key, datetime.now(UTC))
+                # Detach before deleting: the FK cascade would drop the provenance rows that
+                # tell which memories were derived only from this episode.
+                orphans = (
+                    detach_episode(conn, key, rowid, changes)
+                    if memory_type == MemoryType.EPISODE.value
+                    else []
+                )
+                deleted = delete_rows(conn, key, [rowid], changes)
+                deleted += [d for d in orphans if d not in deleted]
+                changes.flush()
+            self._ctx.cache.apply(cache_key(user), Change(removals=deleted))
+            return deleted
+
+        return await self._ctx.db.write(run)
+
+    async def write_derived(self, user: UserRef, write: DerivedWrite) -> None:
+        memories = list({m.id: m for m in write.memories}.values())
+        for m in memories:
+            if isinstance(m, Episode):
+                raise ValueError("episodes are written with put_batch, not write_derived")
+        vecs: npt.NDArray[np.float32] | None = None
+        if write.vectors is not None:
+            vecs = normalise_vectors(write.vectors, len(write.memories), self._ctx.dimension)
+            # Deduplication above kept the last occurrence of each id; keep its vector.
+            last_row = {m.id: i for i, m in enumerate(write.memories)}
+            vecs = vecs[[last_row[m.id] for m in memories]]
+
+        def run(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                change = self._write_derived(conn, user, write, memories, vecs)
+            if change is not None:
+                self._ctx.cache.apply(cache_key(user), change)
+
+        await self._ctx.db.write(run)
+
+    def _write_derived(
+        self,
+        conn: sqlite3.Connection,
+        user: UserRef,
+        write: DerivedWrite,
+        memories: list[Memory],
+        vecs: npt.NDArray[np.float32] | None,
+    ) -> Change | None:
+        key = find_user_key(conn, user)
+        if key is None:
+            return None
+        episode = conn.execute(
+            "SELECT rowid FROM memories WHERE user_key = ? AND id = ? AND type = 'episode'",
+            (key, write.episode_id),
+        ).fetchone()
+        if episode is None:
+            # The episode was deleted while it was being extracted: what it yielded has no
+            # provenance to hang on, so it is dropped rather than resurrected.
+            return None
+        episode_rowid: int = episode[0]
+        changes = ChangeLog(conn, key, datetime.now(UTC))
+
+        existing: dict[str, tuple[int, str]] = {}
+        for chunk in chunks([m.id for m in memories]):
+            marks = ",".join("?" * len(chunk))
+            for mid, rowid, mtype in conn.execute(
+                f"SELECT id, rowid, type FROM memories WHERE user_key = ? AND id IN ({marks})",
+                [key, *chunk],
+            ):
+                existing[mid] = (rowid, mtype)
+        for m in memories:
+            found = existing.get(m.id)
+            if found is not None and found[1] != m.type.value:
+                raise ValueError(f"memory {m.id} is a {found[1]}, cannot overwrite it as {m.type}")
+
+        params = [memory_params(key, m) for m in memories]
+        inserts = [p for p in params if p["id"] not in existing]
+        updates = [p for p in params if p["id"] in existing]
+        if inserts:
+            conn.executemany(INSERT_MEMORY, inserts)
+        if updates:
+            conn.executemany(UPDATE_MEMORY, updates)
+        rowids = {mid: rowid for mid, (rowid, _) in existing.items()}
+        for chunk in chunks([p["id"] for p in inserts]):
+            marks = ",".join("?" * len(chunk))
+            rowids.update(
+                conn.execute(
+                    f"SELECT id, rowid FROM memories WHERE user_key = ? AND id IN ({marks})",
+                    [key, *chunk],
+                ).fetchall()
+            )
+
+        entities = [m for m in memories if isinstance(m, Entity)]
+        for entity in entities:
+            conn.execute("DELETE FROM entity_names WHERE entity_rowid = ?", (rowids[entity.id],))
+        conn.executemany(
+            "INSERT INTO entity_names (user_key, name, entity_rowid) VALUES (?, ?, ?)",
+            [(key, name, rowids[e.id]) for e in entities for name in sorted(entity_names(e))],
+        )
+
+        if vecs is not None:
+            conn.executemany(
+                UPSERT_VECTOR,
+                [(rowids[m.id], vector_blob(vecs[i])) for i, m in enumerate(memories)],
+            )
+
+        # Provenance only grows here: the writing episode plus any the caller carried over
+        # from merged memories. Ids that are not episodes of this user are ignored.
+        claimed = {eid for m in memories for eid in m.episode_ids} - {write.episode_id}
+        episode_rowids = {write.episode_id: episode_rowid}
+        episode_rowids.update(self._episode_rowids(conn, key, sorted(claimed)))
+        conn.executemany(
+            "INSERT OR IGNORE INTO provenance (memory_rowid, episode_rowid) VALUES (?, ?)",
+            [
+                (rowids[m.id], episode_rowids[eid])
+                for m in memories
+                for eid in dict.fromkeys([write.episode_id, *m.episode_ids])
+                if eid in episode_rowids
+            ],
+        )
+
+        mention_rowids = self._entity_rowids(conn, key, list(dict.fromkeys(write.mentions)))
+        conn.executemany(
+            "INSERT OR IGNORE INTO mentions (episode_rowid, entity_rowid) VALUES (?, ?)",
+            [(episode_rowid, r) for r in mention_rowids],
+        )
+
+        upserts: list[VectorRow] = []
+        for i, p in enumerate(params):
+            kind = ChangeKind.UPDATED if p["id"] in existing else ChangeKind.ADDED
+            changes.add(kind, p["id"], p["type"])
+            upserts.append(vector_row(p, None if vecs is None else vecs[i]))
+
+        for fact_id, at in write.invalidate:
+            cur = conn.execute(
+                "UPDATE memories SET invalid_at = ? "
+                "WHERE user_key = ? AND id = ? AND invalid_at IS NULL",
+                (to_us(at), key, fact_id),
+            )
+            if cur.rowcount:
+                row = conn.execute(
+                    "SELECT id, type, recorded_at, occurred_at, valid_from, invalid_at, metadata "
+                    "FROM memories WHERE user_key = ? AND id = ?",
+                    (key, fact_id),
+                ).fetchone()
+                changes.add(ChangeKind.INVALIDATED, fact_id, row[1])
+                upserts.append(
+                    VectorRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], vector=None)
+                )
+
+        if write.extraction is not None:
+            set_extraction_status(conn, key, write.episode_id, write.extraction)
+        changes.flush()
+        return Change(upserts=upserts)
+
+    @staticmethod
+    def _episode_rowids(conn: sqlite3.Connection, key: int, ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for chunk in chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                conn.execute(
+                    "SELECT id, rowid FROM memories WHERE user_key = ? AND type = 'episode' "
+                    f"AND id IN ({marks})",
+                    [key, *chunk],
+                ).fetchall()
+            )
+        return out
+
+    @staticmethod
+    def _entity_rowids(conn: sqlite3.Connection, key: int, ids: Sequence[str]) -> list[int]:
+        out: list[int] = []
+        for chunk in chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                r[0]
+                for r in conn.execute(
+                    "SELECT rowid FROM memories WHERE user_key = ? AND type = 'entity' "
+                    f"AND id IN ({marks})",
+                    [key, *chunk],
+                )
+            )
+        return out
+
+    async def find_entities(self, user: UserRef, names: Sequence[str]) -> list[Entity]:
+        # Normalising again is a no-op for callers that already did, and makes lookups agree
+        # with the stored keys for callers that normalised differently.
+        wanted = sorted({normalise_name(n) for n in names} - {""})
+        if not wanted:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[Entity]:
+            with read_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return []
+                marks = ",".join("?" * len(wanted))
+                found = load_memories(
+                    conn,
+                    "WHERE m.rowid IN (SELECT entity_rowid FROM entity_names "
+                    f"WHERE user_key = ? AND name IN ({marks})) ORDER BY m.recorded_at, m.id",
+                    [key, *wanted],
+                )
+            return [m for m in found if isinstance(m, Entity)]
+
+        return await self._ctx.db.read(run)
+
+    async def find_by_key(
+        self, user: UserRef, memory_type: MemoryType, keys: Sequence[str]
+    ) -> list[Memory]:
+        if memory_type is MemoryType.ENTITY:
+            wanted = sorted({normalise_name(k) for k in keys} - {""})
+        else:
+            wanted = sorted(set(keys) - {""})
+        if not wanted:
+            return []
+        column = "source_id" if memory_type is MemoryType.EPISODE else "merge_key"
+
+        def run(conn: sqlite3.Connection) -> list[Memory]:
+            out: list[Memory] = []
+            with read_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return out
+                for chunk in chunks(wanted):
+                    marks = ",".join("?" * len(chunk))
+                    out.extend(
+                        load_memories(
+                            conn,
+                            f"WHERE m.user_key = ? AND m.type = ? AND m.{column} IN ({marks})",
+                            [key, memory_type.value, *chunk],
+                        )
+                    )
+            out.sort(key=lambda m: (m.recorded_at, m.id))
+            return out
+
+        return await self._ctx.db.read(run)
