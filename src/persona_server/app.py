@@ -8,11 +8,13 @@ import signal
 from dataclasses import dataclass
 
 from persona_server.config import Settings
+from persona_server.extraction.offline.extractor import OfflineExtractor
 from persona_server.observability import configure_logging, configure_tracing
 from persona_server.ports.embedder import Embedder
 from persona_server.ports.graph_store import GraphStore
 from persona_server.services.ask import OfflineAskService
 from persona_server.services.context_feed import ContextFeed
+from persona_server.services.extraction import ExtractionPipeline, InlineExtraction
 from persona_server.services.ingest import IngestService
 from persona_server.services.memories import MemoryService
 from persona_server.services.notifier import ChangeNotifier
@@ -73,8 +75,9 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     await store.open(embedding_model=emb.model_id, dimension=emb.dimension)
     notifier = ChangeNotifier()
     recall = RecallService(store, emb)
+    pipeline = ExtractionPipeline(store, emb, OfflineExtractor())
     services = Services(
-        ingest=IngestService(store, emb, notifier),
+        ingest=IngestService(store, emb, notifier, InlineExtraction(store, pipeline)),
         recall=recall,
         memories=MemoryService(store, notifier),
         feed=ContextFeed(store, emb, recall, notifier),

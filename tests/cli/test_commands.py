@@ -14,10 +14,10 @@ from typing import Any
 
 import grpc
 import pytest
-from fake_service import FakeServer, memory, rich_status
 
 from persona.v1 import memory_service_pb2 as pb
 from persona_server.cli.main import main
+from tests.sdk.fake_service import FakeServer, memory, rich_status
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

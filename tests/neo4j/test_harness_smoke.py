@@ -2,8 +2,7 @@
 
 They check what a Neo4j adapter will rely on: Bolt with the async driver, constraints, native
 vector and full-text indexes, parameterised UNWIND writes, and an outage + restart that keeps the
-data. (No ``__init__.py`` in this folder on purpose: with ``tests/`` on ``sys.path``, a package
-named ``neo4j`` here would shadow the driver.)
+data. (``tests`` is a package, so this folder is ``tests.neo4j`` and never shadows the driver.)
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fake_service import FakeMemoryService, FakeServer
+
+from tests.sdk.fake_service import FakeMemoryService, FakeServer
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import grpc
 import grpc.aio
 import pytest
-from fake_service import FakeServer, memory, rich_status
 
 import persona
 from persona.v1 import memory_pb2
 from persona.v1 import memory_service_pb2 as pb
+from tests.sdk.fake_service import FakeServer, memory, rich_status
 
 FAST = persona.RetryPolicy(initial_backoff_s=0.001, max_backoff_s=0.01)
 UNAVAILABLE = rich_status(grpc.StatusCode.UNAVAILABLE, "store down", reason="STORE_UNAVAILABLE")

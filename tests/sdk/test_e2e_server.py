@@ -23,7 +23,7 @@ API_KEY = "e2e-key"  # real_server.API_KEY
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     # Imported here, not at the top: if the server cannot even be imported, these tests fail
     # one by one instead of stopping the collection of every other test.
-    harness = importlib.import_module("real_server")
+    harness = importlib.import_module("tests.sdk.real_server")
     running = harness.RealServer(Path(tmp_path_factory.mktemp("persona-e2e")))
     try:
         yield running

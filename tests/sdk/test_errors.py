@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from fake_service import FakeServer, rich_status
 from google.rpc import status_pb2
 
 import persona
 from persona import _errors
+from tests.sdk.fake_service import FakeServer, rich_status
 
 
 class _FakeRpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]

@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from fake_service import FakeServer
-
 import persona
 from persona.v1 import memory_service_pb2 as pb
+from tests.sdk.fake_service import FakeServer
 
 SNAPSHOT = pb.StreamContextResponse(resume_token="t0", snapshot=pb.ContextSnapshot())
 

@@ -14,10 +14,10 @@ from typing import Any
 import grpc
 import grpc_testing
 import pytest
-from fake_service import rich_status
 
 import persona
 from persona.v1 import memory_service_pb2 as pb
+from tests.sdk.fake_service import rich_status
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"]
 FAST = persona.RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.01)

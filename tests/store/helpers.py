@@ -105,3 +105,8 @@ async def put(
 ) -> list[EpisodeWriteResult]:
     vecs = units(len(episodes)) if vectors is None else vectors
     return await store.episodes.put_batch(user, episodes, vecs, replace=replace)
+
+
+def by_id(memories: Sequence[Any], vectors: npt.NDArray[np.float32]) -> dict[str, Any]:
+    """`DerivedWrite.vectors` for memories given with one vector row each, in order."""
+    return {m.id: vectors[i] for i, m in enumerate(memories)}

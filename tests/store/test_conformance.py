@@ -45,6 +45,7 @@ from .helpers import (
     DIM,
     MODEL,
     T0,
+    by_id,
     entity,
     episode,
     fact,
@@ -171,9 +172,9 @@ async def test_replace_removes_memories_derived_only_from_it(
     lee = entity("Dr. Lee")
     pref = psyche("likes tea", key="tea")
     await store.memories.write_derived(
-        user, DerivedWrite(a.id, [lee, pref], units(2), mentions=[lee.id])
+        user, DerivedWrite(a.id, [lee, pref], by_id([lee, pref], units(2)), mentions=[lee.id])
     )
-    await store.memories.write_derived(user, DerivedWrite(b.id, [lee], None, mentions=[lee.id]))
+    await store.memories.write_derived(user, DerivedWrite(b.id, [lee], {}, mentions=[lee.id]))
 
     await put(store, user, [episode("a", "Met nobody today", hours(1))], replace=True)
     got = await store.memories.get_many(user, [lee.id, pref.id])
@@ -287,7 +288,7 @@ async def _filter_world(store: GraphStore, user: UserRef) -> FilterWorld:
         DerivedWrite(
             eps[2].id,
             [bob, old, new],
-            np.stack([near(target, 0.1)[0] for _ in range(3)]),
+            by_id([bob, old, new], np.stack([near(target, 0.1)[0] for _ in range(3)])),
             mentions=[bob.id],
             invalidate=[(old.id, hours(8))],
         ),
@@ -453,13 +454,19 @@ async def _graph(store: GraphStore, user: UserRef) -> Graph:
         DerivedWrite(
             e1.id,
             [ana, cafe, likes],
-            units(3),
+            by_id([ana, cafe, likes], units(3)),
             mentions=[ana.id, cafe.id],
             extraction=ExtractionStatus(state=ExtractionState.DONE, attempts=1),
         ),
     )
     await store.memories.write_derived(
-        user, DerivedWrite(e2.id, [ana, acme, works], units(3), mentions=[ana.id, acme.id])
+        user,
+        DerivedWrite(
+            e2.id,
+            [ana, acme, works],
+            by_id([ana, acme, works], units(3)),
+            mentions=[ana.id, acme.id],
+        ),
     )
     return Graph(e1, e2, ana, cafe, acme, works, likes)
 
@@ -519,7 +526,7 @@ async def test_find_by_key(store: GraphStore, user: UserRef) -> None:
     fa = await store.memories.find_by_key(user, MemoryType.FACT, [f"{ana.id}|works_at"])
     assert [m.id for m in fa] == [works.id]
     gl = goal("run a marathon", key="marathon")
-    await store.memories.write_derived(user, DerivedWrite(g.e1.id, [gl], None))
+    await store.memories.write_derived(user, DerivedWrite(g.e1.id, [gl], {}))
     assert [
         m.id for m in await store.memories.find_by_key(user, MemoryType.GOAL, ["marathon"])
     ] == [gl.id]
@@ -530,9 +537,9 @@ async def test_write_derived_updates_in_place(store: GraphStore, user: UserRef) 
     await put(store, user, [e])
     p = psyche("likes tea", key="tea")
     v = unit(5).reshape(1, -1)
-    await store.memories.write_derived(user, DerivedWrite(e.id, [p], v))
+    await store.memories.write_derived(user, DerivedWrite(e.id, [p], by_id([p], v)))
     p2 = p.model_copy(update={"text": "really likes green tea", "mention_count": 2})
-    await store.memories.write_derived(user, DerivedWrite(e.id, [p2], None))
+    await store.memories.write_derived(user, DerivedWrite(e.id, [p2], {}))
     got = (await store.memories.get_many(user, [p.id]))[p.id]
     assert isinstance(got, Psyche)
     assert got.text == "really likes green tea" and got.mention_count == 2
@@ -540,7 +547,7 @@ async def test_write_derived_updates_in_place(store: GraphStore, user: UserRef) 
     assert ids(await store.search.text(user, "green", 5, NO_FILTER)) == [p.id]
     with pytest.raises(ValueError):
         bad = entity("x").model_copy(update={"id": p.id})
-        await store.memories.write_derived(user, DerivedWrite(e.id, [bad], None))
+        await store.memories.write_derived(user, DerivedWrite(e.id, [bad], {}))
 
 
 async def test_write_derived_for_deleted_episode_is_dropped(
@@ -550,7 +557,7 @@ async def test_write_derived_for_deleted_episode_is_dropped(
     await put(store, user, [e])
     await store.memories.delete(user, e.id)
     p = psyche("orphan")
-    await store.memories.write_derived(user, DerivedWrite(e.id, [p], units(1)))
+    await store.memories.write_derived(user, DerivedWrite(e.id, [p], by_id([p], units(1))))
     assert await store.memories.get_many(user, [p.id]) == {}
 
 
@@ -699,10 +706,12 @@ async def test_change_log_records_every_change_in_order(store: GraphStore, user:
     await put(store, user, [episode("a", "one")])  # unchanged: no entry
     bob = entity("Bob")
     old = fact(bob, "likes", text="Bob likes jazz")
-    await store.memories.write_derived(user, DerivedWrite(e1.id, [bob, old], units(2)))
+    await store.memories.write_derived(
+        user, DerivedWrite(e1.id, [bob, old], by_id([bob, old], units(2)))
+    )
     new = fact(bob, "likes", text="Bob likes blues")
     await store.memories.write_derived(
-        user, DerivedWrite(e2.id, [new], units(1), invalidate=[(old.id, hours(1))])
+        user, DerivedWrite(e2.id, [new], by_id([new], units(1)), invalidate=[(old.id, hours(1))])
     )
     await store.memories.delete(user, e2.id)
     await put(store, user, [episode("a", "one, edited")], replace=True)

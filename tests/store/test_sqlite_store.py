@@ -22,7 +22,7 @@ from persona_server.adapters.stores.sqlite.vectors import (
 from persona_server.domain.models import UserRef
 from persona_server.ports.graph_store import DerivedWrite, MemoryFilter
 
-from .helpers import DIM, MODEL, entity, episode, new_user, psyche, put, unit, units
+from .helpers import DIM, MODEL, by_id, entity, episode, new_user, psyche, put, unit, units
 
 MARKER = "Zqxwvmarker"
 
@@ -78,9 +78,15 @@ async def test_delete_user_leaves_no_trace_in_the_files(sqlite_store: SqliteGrap
         )
     ep_id = (await sqlite_store.episodes.chain(doomed))[0]
     ent = entity(f"{marker} Person", aliases=[f"{marker}alias"])
+    likes = psyche(f"likes {marker}", key=marker)
     await sqlite_store.memories.write_derived(
         doomed,
-        DerivedWrite(ep_id, [ent, psyche(f"likes {marker}", key=marker)], units(2), [ent.id]),
+        DerivedWrite(
+            ep_id,
+            [ent, likes],
+            by_id([ent, likes], units(2)),
+            [ent.id],
+        ),
     )
     await sqlite_store.search.vector(doomed, unit(1).reshape(1, -1), 5, MemoryFilter())
     assert (doomed.tenant, doomed.user_id) in sqlite_store.vector_cache

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from persona import AsyncPersonaClient
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from persona_server.app import App, start
-from persona_server.config import Settings
-
-KEY_A = "key-tenant-a"
-KEY_B = "key-tenant-b"
+from tests.transport.transport_settings import KEY_A, KEY_B, make_settings
 
 
 @pytest.fixture(scope="session")
@@ -23,20 +19,6 @@ def embedder() -> Iterator[LocalOnnxEmbedder]:
     emb = LocalOnnxEmbedder()
     emb.load()
     yield emb
-
-
-def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "data_dir": data_dir,
-        "api_keys": f"{KEY_A}:tenant-a,{KEY_B}:tenant-b",
-        "store": "sqlite",
-        "embeddings_model": "",
-        "llm_model": "",
-        "shutdown_grace_s": 0.0,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
 
 from persona import (
     AsyncPersonaClient,
@@ -19,6 +18,7 @@ from persona import (
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from persona_server.app import App, start
 from persona_server.transport.server import StartupError
+from tests.transport.transport_settings import make_settings
 
 
 @pytest.mark.parametrize("api_key", [None, "no-such-key"])

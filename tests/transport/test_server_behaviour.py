@@ -11,13 +11,13 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
-from conftest import KEY_A, make_settings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from persona import AsyncPersonaClient, DeadlineExceededError, Item
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from persona_server.app import App, start
+from tests.transport.transport_settings import KEY_A, make_settings
 
 
 async def test_health_is_serving_without_a_key(app: App) -> None:

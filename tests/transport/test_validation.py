@@ -19,9 +19,9 @@ from persona import AsyncPersonaClient, Item
 from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
 from persona_server.app import App
+from tests.transport.transport_settings import KEY_A
 
-# Same key as conftest.KEY_A (test modules here are not a package, so no relative import).
-AUTH = (("x-api-key", "key-tenant-a"),)
+AUTH = (("x-api-key", KEY_A),)
 
 
 @pytest.fixture

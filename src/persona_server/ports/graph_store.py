@@ -9,7 +9,7 @@ Vectors are float32, L2-normalised, one row per memory, shape (n, dimension).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -29,6 +29,7 @@ from persona_server.domain.models import (
 )
 
 Vectors = npt.NDArray[np.float32]
+Vector = npt.NDArray[np.float32]  # one row, shape (dimension,)
 
 
 class WriteOutcome(StrEnum):
@@ -71,16 +72,18 @@ class Page:
 
 @dataclass(frozen=True)
 class DerivedWrite:
-    """Derived memories produced from one episode, written together in one transaction.
+    """Derived memories produced from one episode.
 
     `memories` are inserted or replaced by id (the service resolves entities and merges repeated
-    psyche/goals before calling, so ids are final). `mentions` links the episode to entity ids.
+    psyche/goals before calling, so ids are final). `vectors` maps memory id to its vector: every
+    new memory needs one; an updated memory without one keeps its stored vector (re-embedding
+    an unchanged text would only cost time). `mentions` links the episode to entity ids.
     `invalidate` sets `invalid_at` on existing facts (contradictions), keeping them.
     """
 
     episode_id: str
     memories: Sequence[Memory]
-    vectors: Vectors | None  # one row per memory, or None to keep existing vectors
+    vectors: Mapping[str, Vector] = field(default_factory=dict)
     mentions: Sequence[str] = ()
     invalidate: Sequence[tuple[str, datetime]] = ()
     extraction: ExtractionStatus | None = None
@@ -130,19 +133,17 @@ class EpisodeOps(Protocol):
         """All episode ids of the user in chain order (for tests and export)."""
         ...
 
-    async def set_extraction(self, user: UserRef, episode_id: str, status: ExtractionStatus) -> None:
-        ...
+    async def set_extraction(
+        self, user: UserRef, episode_id: str, status: ExtractionStatus
+    ) -> None: ...
 
-    async def due_for_extraction(
-        self, now: datetime, limit: int
-    ) -> list[tuple[UserRef, Episode]]:
+    async def due_for_extraction(self, now: datetime, limit: int) -> list[tuple[UserRef, Episode]]:
         """Episodes across all tenants whose extraction is pending or failed and due by `now`."""
         ...
 
 
 class MemoryOps(Protocol):
-    async def get_many(self, user: UserRef, ids: Sequence[str]) -> dict[str, Memory]:
-        ...
+    async def get_many(self, user: UserRef, ids: Sequence[str]) -> dict[str, Memory]: ...
 
     async def list_page(
         self, user: UserRef, *, filter: MemoryFilter, limit: int, cursor: str
@@ -157,7 +158,8 @@ class MemoryOps(Protocol):
         """
         ...
 
-    async def write_derived(self, user: UserRef, write: DerivedWrite) -> None:
+    async def write_derived(self, user: UserRef, *writes: DerivedWrite) -> None:
+        """Write every `DerivedWrite` in one transaction (a batch of episodes at once)."""
         ...
 
     async def find_entities(self, user: UserRef, names: Sequence[str]) -> list[Entity]:
@@ -178,7 +180,9 @@ class SearchOps(Protocol):
         """Cosine similarity over the user's memories, best first."""
         ...
 
-    async def text(self, user: UserRef, query: str, k: int, filter: MemoryFilter) -> list[SearchHit]:
+    async def text(
+        self, user: UserRef, query: str, k: int, filter: MemoryFilter
+    ) -> list[SearchHit]:
         """Full-text (BM25-like) over the user's memories, best first; the query is plain words."""
         ...
 
@@ -191,8 +195,7 @@ class SearchOps(Protocol):
 
 
 class UserOps(Protocol):
-    async def exists(self, user: UserRef) -> bool:
-        ...
+    async def exists(self, user: UserRef) -> bool: ...
 
     async def delete(self, user: UserRef) -> int:
         """Remove every row, vector and index entry of the user; returns memories deleted."""
@@ -200,8 +203,7 @@ class UserOps(Protocol):
 
 
 class ChangeOps(Protocol):
-    async def latest_seq(self, user: UserRef) -> int:
-        ...
+    async def latest_seq(self, user: UserRef) -> int: ...
 
     async def since(self, user: UserRef, seq: int, limit: int) -> list[MemoryChange]:
         """Changes with seq > `seq`, oldest first."""
@@ -219,8 +221,7 @@ class GraphStore(Protocol):
         """Create schema if needed; raise `EmbeddingMismatchError` if built with another model."""
         ...
 
-    async def close(self) -> None:
-        ...
+    async def close(self) -> None: ...
 
     async def ping(self) -> bool:
         """True when the store answers; used by health checks."""

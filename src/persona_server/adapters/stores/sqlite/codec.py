@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 
 from persona_server.domain.models import (
     Entity,
+    EntityKind,
     Episode,
     ExtractionState,
     ExtractionStatus,
@@ -115,8 +116,16 @@ def merge_key(memory: Memory) -> str | None:
 
 
 def entity_names(entity: Entity) -> set[str]:
+    """Lookup keys of an entity: its names and aliases, and for people also the first and last
+    word of a full name, so that "Melanie" finds "Melanie Smith" (resolution then decides
+    whether the match is unique enough to merge)."""
     names = {normalise_name(n) for n in [entity.name, *entity.aliases]}
     names.discard("")
+    if entity.kind is EntityKind.PERSON:
+        for name in list(names):
+            words = name.split(" ")
+            if len(words) >= 2:
+                names.update((words[0], words[-1]))
     return names
 
 

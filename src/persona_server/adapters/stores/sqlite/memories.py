@@ -155,23 +155,31 @@ class SqliteMemoryOps:
 
         return await self._ctx.db.write(run)
 
-    async def write_derived(self, user: UserRef, write: DerivedWrite) -> None:
-        memories = list({m.id: m for m in write.memories}.values())
-        for m in memories:
-            if isinstance(m, Episode):
-                raise ValueError("episodes are written with put_batch, not write_derived")
-        vecs: npt.NDArray[np.float32] | None = None
-        if write.vectors is not None:
-            vecs = normalise_vectors(write.vectors, len(write.memories), self._ctx.dimension)
-            # Deduplication above kept the last occurrence of each id; keep its vector.
-            last_row = {m.id: i for i, m in enumerate(write.memories)}
-            vecs = vecs[[last_row[m.id] for m in memories]]
+    async def write_derived(self, user: UserRef, *writes: DerivedWrite) -> None:
+        prepared: list[tuple[DerivedWrite, list[Memory], dict[str, npt.NDArray[np.float32]]]] = []
+        for write in writes:
+            memories = list({m.id: m for m in write.memories}.values())
+            for m in memories:
+                if isinstance(m, Episode):
+                    raise ValueError("episodes are written with put_batch, not write_derived")
+            ids = [mid for mid in write.vectors if any(m.id == mid for m in memories)]
+            vecs: dict[str, npt.NDArray[np.float32]] = {}
+            if ids:
+                rows = normalise_vectors(
+                    np.stack([np.asarray(write.vectors[i], dtype=np.float32) for i in ids]),
+                    len(ids),
+                    self._ctx.dimension,
+                )
+                vecs = {mid: rows[i] for i, mid in enumerate(ids)}
+            prepared.append((write, memories, vecs))
 
         def run(conn: sqlite3.Connection) -> None:
+            # One transaction for the whole batch: one fsync instead of one per episode.
             with write_transaction(conn):
-                change = self._write_derived(conn, user, write, memories, vecs)
-            if change is not None:
-                self._ctx.cache.apply(cache_key(user), change)
+                changes = [self._write_derived(conn, user, *p) for p in prepared]
+            for change in changes:
+                if change is not None:
+                    self._ctx.cache.apply(cache_key(user), change)
 
         await self._ctx.db.write(run)
 
@@ -181,7 +189,7 @@ class SqliteMemoryOps:
         user: UserRef,
         write: DerivedWrite,
         memories: list[Memory],
-        vecs: npt.NDArray[np.float32] | None,
+        vecs: dict[str, npt.NDArray[np.float32]],
     ) -> Change | None:
         key = find_user_key(conn, user)
         if key is None:
@@ -235,10 +243,10 @@ class SqliteMemoryOps:
             [(key, name, rowids[e.id]) for e in entities for name in sorted(entity_names(e))],
         )
 
-        if vecs is not None:
+        if vecs:
             conn.executemany(
                 UPSERT_VECTOR,
-                [(rowids[m.id], vector_blob(vecs[i])) for i, m in enumerate(memories)],
+                [(rowids[m.id], vector_blob(vecs[m.id])) for m in memories if m.id in vecs],
             )
 
         # Provenance only grows here: the writing episode plus any the caller carried over
@@ -263,10 +271,10 @@ class SqliteMemoryOps:
         )
 
         upserts: list[VectorRow] = []
-        for i, p in enumerate(params):
+        for p in params:
             kind = ChangeKind.UPDATED if p["id"] in existing else ChangeKind.ADDED
             changes.add(kind, p["id"], p["type"])
-            upserts.append(vector_row(p, None if vecs is None else vecs[i]))
+            upserts.append(vector_row(p, vecs.get(p["id"])))
 
         for fact_id, at in write.invalidate:
             cur = conn.execute(
