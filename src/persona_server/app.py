@@ -12,10 +12,12 @@ from persona_server.extraction.offline.extractor import OfflineExtractor
 from persona_server.observability import configure_logging, configure_tracing
 from persona_server.ports.embedder import Embedder
 from persona_server.ports.graph_store import GraphStore
-from persona_server.services.ask import OfflineAskService
+from persona_server.ports.llm import LlmClient
+from persona_server.services.ask import AskService, OfflineAskService
 from persona_server.services.context_feed import ContextFeed
-from persona_server.services.extraction import ExtractionPipeline, InlineExtraction
-from persona_server.services.ingest import IngestService
+from persona_server.services.extraction import ExtractionPipeline, InlineExtraction, RetryPolicy
+from persona_server.services.extraction_worker import ExtractionWorker, WorkerExtraction
+from persona_server.services.ingest import ExtractionScheduler, IngestService
 from persona_server.services.memories import MemoryService
 from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.recall import RecallService
@@ -38,7 +40,20 @@ def build_embedder_from(settings: Settings) -> Embedder:
 
 def build_store(settings: Settings) -> GraphStore:
     if settings.store == "neo4j":
-        raise NotImplementedError("the Neo4j store is not available in this build")
+        from persona_server.adapters.stores.neo4j.store import Neo4jGraphStore
+
+        if not settings.neo4j_uri:
+            raise ValueError("PERSONA_STORE=neo4j needs PERSONA_NEO4J_URI (e.g. neo4j://host:7687)")
+        return Neo4jGraphStore(
+            settings.neo4j_uri,
+            settings.neo4j_user,
+            settings.neo4j_password.get_secret_value(),
+            settings.neo4j_database,
+            max_pool_size=settings.neo4j_max_pool_size,
+            connection_timeout_s=settings.neo4j_connection_timeout_s,
+            max_retry_time_s=settings.neo4j_max_retry_time_s,
+            vector_cache_bytes=settings.neo4j_vector_cache_bytes,
+        )
     from persona_server.adapters.stores.sqlite.store import SqliteGraphStore
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -53,16 +68,97 @@ class App:
     services: Services
     server: RunningServer
     owns_embedder: bool
+    extraction: Extraction | None = None
 
     @property
     def port(self) -> int:
         return self.server.port
 
     async def stop(self, grace_s: float | None = None) -> None:
+        if self.extraction is not None:
+            # First, and without waiting on the LLM: in-flight extractions are cancelled and
+            # stay pending in the store; Ingest calls waiting on them return their state.
+            await self.extraction.worker.stop()
         await self.server.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
+        if self.extraction is not None and self.extraction.llm is not None:
+            await self.extraction.llm.close()
         await self.store.close()
         if self.owns_embedder:
             await self.embedder.close()
+
+
+# Offline, Ingest extracts inline; the worker leaves fresh episodes to it and only retries
+# failures and recovers episodes a crash left pending.
+_OFFLINE_PENDING_GRACE_S = 60.0
+
+
+@dataclass
+class Extraction:
+    """How ingestion derives memories and how AskStructured answers: offline rules, or an LLM."""
+
+    pipeline: ExtractionPipeline
+    scheduler: ExtractionScheduler
+    worker: ExtractionWorker
+    ask: AskService
+    llm: LlmClient | None
+
+
+def build_extraction(
+    settings: Settings,
+    store: GraphStore,
+    embedder: Embedder,
+    notifier: ChangeNotifier,
+    recall: RecallService,
+) -> Extraction:
+    retry = RetryPolicy(
+        base_s=settings.extraction_retry_base_s,
+        max_s=settings.extraction_retry_max_s,
+        max_attempts=settings.extraction_max_attempts,
+    )
+    if not settings.llm_configured:
+        pipeline = ExtractionPipeline(store, embedder, OfflineExtractor())
+        worker = ExtractionWorker(
+            store,
+            pipeline,
+            notifier,
+            retry=retry,
+            poll_s=settings.extraction_poll_s,
+            concurrency=settings.extraction_concurrency,
+            pending_grace_s=_OFFLINE_PENDING_GRACE_S,
+        )
+        scheduler = InlineExtraction(store, pipeline, retry)
+        return Extraction(pipeline, scheduler, worker, OfflineAskService(), None)
+
+    # Imported only when configured: the offline server never loads the `openai` package.
+    from persona_server.adapters.llm.factory import build_llm_client
+    from persona_server.extraction.llm.extractor import LlmExtractor
+    from persona_server.ports.llm import BudgetLimits, LlmScope, use_scope
+    from persona_server.services.ask_llm import LlmAskService
+
+    llm = build_llm_client(settings)
+    assert llm is not None
+    limits = BudgetLimits(
+        max_calls=settings.llm_max_calls_per_request,
+        max_tokens=settings.llm_max_tokens_per_request,
+    )
+    pipeline = ExtractionPipeline(
+        store,
+        embedder,
+        LlmExtractor(llm, limits),
+        per_item=True,
+        context_memories=settings.llm_context_memories,
+        item_scope=lambda user: use_scope(LlmScope(user.tenant, limits.new_budget())),
+    )
+    worker = ExtractionWorker(
+        store,
+        pipeline,
+        notifier,
+        retry=retry,
+        poll_s=settings.extraction_poll_s,
+        concurrency=settings.extraction_concurrency,
+    )
+    ask = LlmAskService(recall, llm, limits)
+    return Extraction(pipeline, WorkerExtraction(worker), worker, ask, llm)
 
 
 async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
@@ -75,20 +171,23 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     await store.open(embedding_model=emb.model_id, dimension=emb.dimension)
     notifier = ChangeNotifier()
     recall = RecallService(store, emb)
-    pipeline = ExtractionPipeline(store, emb, OfflineExtractor())
+    extraction = build_extraction(settings, store, emb, notifier, recall)
     services = Services(
-        ingest=IngestService(store, emb, notifier, InlineExtraction(store, pipeline)),
+        ingest=IngestService(store, emb, notifier, extraction.scheduler),
         recall=recall,
         memories=MemoryService(store, notifier),
         feed=ContextFeed(store, emb, recall, notifier),
-        ask=OfflineAskService(),
+        ask=extraction.ask,
     )
     try:
         server = await start_grpc_server(settings, services, keys, store.ping)
     except BaseException:
+        if extraction.llm is not None:
+            await extraction.llm.close()
         await store.close()
         raise
-    return App(settings, store, emb, services, server, owns_embedder)
+    extraction.worker.start()
+    return App(settings, store, emb, services, server, owns_embedder, extraction)
 
 
 async def _serve_until_signal(settings: Settings) -> None:

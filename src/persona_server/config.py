@@ -41,6 +41,20 @@ class Settings(BaseSettings):
     neo4j_user: str = Field("neo4j", description="Neo4j user")
     neo4j_password: SecretStr = Field(SecretStr(""), description="Neo4j password")
     neo4j_database: str = Field("neo4j", description="Neo4j database name")
+    neo4j_max_pool_size: int = Field(
+        50, ge=1, description="Neo4j driver connection pool size (one driver per process)"
+    )
+    neo4j_connection_timeout_s: float = Field(
+        5.0, gt=0, description="seconds to open one connection to Neo4j"
+    )
+    neo4j_max_retry_time_s: float = Field(
+        15.0, ge=0, description="how long the driver retries a transaction on transient errors"
+    )
+    neo4j_vector_cache_bytes: int = Field(
+        1 << 30,
+        ge=0,
+        description="memory per process for exact per-user vector search; 0 = native index only",
+    )
 
     # --- embeddings (independent of the LLM) ---
     embeddings_base_url: str = Field("", description="OpenAI-compatible embeddings endpoint")
@@ -51,7 +65,49 @@ class Settings(BaseSettings):
     llm_base_url: str = Field("", description="OpenAI-compatible base URL (empty = OpenAI)")
     llm_model: str = Field("", description="chat model; empty = offline (no LLM)")
     llm_api_key: SecretStr = Field(SecretStr(""), description="LLM API key")
-    llm_timeout_s: float = Field(60.0, description="timeout of one LLM call")
+    llm_timeout_s: float = Field(60.0, gt=0, description="timeout of one LLM call (seconds)")
+    llm_structured_output: Literal["json_schema", "json_object"] = Field(
+        "json_schema",
+        description="json_schema: response_format json_schema (OpenAI, vLLM, Ollama, "
+        "llama.cpp); json_object: JSON mode with the schema in the prompt, for older servers",
+    )
+    llm_max_retries: int = Field(
+        3, ge=0, description="retries of one LLM call on timeouts, 429 and 5xx"
+    )
+    llm_retry_base_s: float = Field(0.5, ge=0, description="first retry backoff (doubles)")
+    llm_retry_max_s: float = Field(8.0, ge=0, description="longest backoff between retries")
+    llm_max_output_tokens: int = Field(2048, ge=1, description="output token cap of one call")
+    llm_temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature")
+    llm_token_limit_field: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
+        "auto",
+        description="request field that carries the output cap; auto: max_completion_tokens "
+        "for OpenAI (no base URL), max_tokens for self-hosted servers",
+    )
+    llm_max_calls_per_request: int = Field(
+        4, ge=1, description="LLM calls one request (RPC or ingested item) may make"
+    )
+    llm_max_tokens_per_request: int = Field(
+        32000, ge=1, description="LLM tokens (prompt + completion) one request may spend"
+    )
+    llm_max_concurrency: int = Field(8, ge=1, description="LLM calls in flight at once")
+    llm_context_memories: int = Field(
+        20, ge=0, le=100, description="existing memories given to the LLM per extracted item"
+    )
+
+    # --- background extraction ---
+    extraction_poll_s: float = Field(
+        5.0, gt=0, description="how often the extraction worker looks for due work"
+    )
+    extraction_concurrency: int = Field(
+        4, ge=1, description="users whose items are extracted in parallel"
+    )
+    extraction_retry_base_s: float = Field(
+        5.0, gt=0, description="delay before the first retry of a failed extraction (doubles)"
+    )
+    extraction_retry_max_s: float = Field(3600.0, gt=0, description="longest retry delay")
+    extraction_max_attempts: int = Field(
+        12, ge=0, description="attempts before an extraction stays failed; 0 = never give up"
+    )
 
     @field_validator("listen")
     @classmethod

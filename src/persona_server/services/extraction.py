@@ -1,19 +1,35 @@
 """Extraction: turn stored episodes into derived memories (entities, facts, psyche, goals).
 
-One batch of episodes is processed together: a first extraction pass without context collects
-the names and keys the batch talks about, those are looked up in the store in a few batched
-queries, and a second pass (only for episodes that have relevant context) lets the extractor see
-existing facts and goals (contradictions, achieved goals). Derived memories are merged with what
-the user already has (reinforcement instead of duplicates), new ones are embedded in one call,
-and everything is written in one transaction per episode batch.
+Two ways to run the one merge path, chosen by the extractor's cost:
+
+- Cheap extractors (the offline rules): a batch of episodes is processed together. A first
+  pass without context collects the names and keys the batch talks about, those are looked up
+  in the store in a few batched queries, and a second pass (only for episodes that have
+  relevant context) lets the extractor see existing facts and goals (contradictions, achieved
+  goals). Everything is written in one transaction per batch.
+- Costly extractors (an LLM, `per_item=True`): each episode is processed on its own. Its
+  relevant existing memories are gathered first (a small vector + full-text search of the
+  user's derived memories), so the extractor is called once with full context; names that
+  deterministic resolution leaves ambiguous may go to the extractor in one more small call.
+  Each episode is written in its own transaction, so one failing item never holds back the
+  others, and its calls are charged to a per-item scope (tenant, budget).
+
+Either way, derived memories are merged with what the user already has (reinforcement instead
+of duplicates) and new ones are embedded in one call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
+
+from opentelemetry import metrics
 
 from persona_server.domain.ids import new_id
 from persona_server.domain.models import (
@@ -30,8 +46,8 @@ from persona_server.domain.models import (
     UserRef,
 )
 from persona_server.domain.names import normalise_name
-from persona_server.extraction.resolution import resolve
-from persona_server.ports.embedder import Embedder
+from persona_server.extraction.resolution import EntityMatch, resolve
+from persona_server.ports.embedder import Embedder, EmbedderUnavailableError
 from persona_server.ports.extractor import (
     USER_SUBJECT,
     ExtractedEntity,
@@ -39,10 +55,53 @@ from persona_server.ports.extractor import (
     ExtractionResult,
     Extractor,
 )
-from persona_server.ports.graph_store import DerivedWrite, GraphStore
-from persona_server.services.ingest import utcnow
+from persona_server.ports.graph_store import (
+    DerivedWrite,
+    GraphStore,
+    MemoryFilter,
+    SearchHit,
+    StoreUnavailableError,
+)
+from persona_server.ports.llm import AmbiguousMention, Disambiguator, LlmUnavailableError
+from persona_server.services.ingest import embedding_text, utcnow
 
 log = logging.getLogger(__name__)
+_meter = metrics.get_meter("persona.extraction")
+_calls_per_item = _meter.create_histogram(
+    "persona.extraction.llm_calls_per_item",
+    unit="{call}",
+    description="LLM calls made to extract one ingested item",
+)
+_DERIVED = frozenset({MemoryType.ENTITY, MemoryType.FACT, MemoryType.PSYCHE, MemoryType.GOAL})
+_RRF_K = 60.0
+_TEXT_QUERY_CHARS = 2000  # full-text context search reads the start of long items only
+
+
+class ItemUsage(Protocol):
+    """What a per-item scope reports when the item is done."""
+
+    @property
+    def calls(self) -> int: ...
+
+
+# Opens the scope one item's extraction runs in (the LLM path: tenant and per-item budget).
+ItemScope = Callable[[UserRef], AbstractContextManager[ItemUsage]]
+
+
+@dataclass
+class ExtractionStats:
+    """Counters the pipeline keeps for reporting (and tests): items and their LLM calls."""
+
+    items: int = 0
+    llm_calls: int = 0
+    max_calls_per_item: int = 0
+    calls_histogram: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, calls: int) -> None:
+        self.items += 1
+        self.llm_calls += calls
+        self.max_calls_per_item = max(self.max_calls_per_item, calls)
+        self.calls_histogram[calls] += 1
 
 
 @dataclass
@@ -72,6 +131,9 @@ def _cite(memory: Memory, episode: Episode, now: datetime, *, reinforce: bool) -
     return memory.model_copy(update=update)
 
 
+_Write = tuple[Episode, list[str], list[str], list[tuple[str, datetime]]]
+
+
 class ExtractionPipeline:
     def __init__(
         self,
@@ -79,32 +141,160 @@ class ExtractionPipeline:
         embedder: Embedder,
         extractor: Extractor,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        per_item: bool = False,
+        context_memories: int = 20,
+        item_scope: ItemScope | None = None,
     ) -> None:
+        """`per_item` selects the one-call-per-item path for costly extractors (see the module
+        doc); `context_memories` is how many existing memories each item's extraction sees
+        there, and `item_scope` the scope each item runs in."""
         self._store = store
         self._embedder = embedder
         self._extractor = extractor
         self._clock = clock
+        self._per_item = per_item
+        self._context_memories = context_memories
+        self._item_scope = item_scope
+        self.stats = ExtractionStats()
 
     @property
     def extractor_name(self) -> str:
         return self._extractor.name
 
+    @property
+    def per_item(self) -> bool:
+        """True when each episode is extracted (and written) on its own."""
+        return self._per_item
+
     async def process(self, user: UserRef, episodes: Sequence[Episode]) -> None:
-        """Extract, merge and write. Raises on failure; the caller records the failure."""
+        """Extract, merge and write. Raises on failure; the caller records the failure.
+
+        On the per-item path episodes are done in order, each written before the next starts:
+        a failure leaves the earlier ones done, so callers pass one episode at a time.
+        """
         if not episodes:
+            return
+        if self.per_item:
+            for episode in episodes:
+                await self._process_one(user, episode)
             return
         now = self._clock()
         first = [await self._extract(e, ()) for e in episodes]
         existing = await self._lookup(user, episodes, first)
         overlay = _Overlay()
-        writes: list[tuple[Episode, list[str], list[str], list[tuple[str, datetime]]]] = []
+        writes: list[_Write] = []
         for episode, draft in zip(episodes, first, strict=True):
             context = self._context_for(draft, existing, overlay)
             result = await self._extract(episode, context) if context else draft
-            touched, mentions, invalidate = self._merge(
-                user, episode, result, existing, overlay, now
+            current = {**existing, **overlay.by_id}
+            matches = self._resolve(episode, result, current)
+            writes.append(
+                (episode, *self._merge(user, episode, result, existing, overlay, now, matches))
             )
-            writes.append((episode, touched, mentions, invalidate))
+        await self._write(user, overlay, writes, now)
+
+    async def _process_one(self, user: UserRef, episode: Episode) -> None:
+        now = self._clock()
+        scope: AbstractContextManager[ItemUsage | None] = (
+            self._item_scope(user) if self._item_scope is not None else nullcontext(None)
+        )
+        with scope as usage:
+            context = await self._gather_context(user, episode)
+            result = await self._extract(episode, context)
+            existing = await self._lookup(user, [episode], [result])
+            for memory in context:
+                existing.setdefault(memory.id, memory)
+            overlay = _Overlay()
+            matches = self._resolve(episode, result, existing)
+            matches = await self._settle_ambiguous(episode, matches, existing)
+            write = self._merge(user, episode, result, existing, overlay, now, matches)
+        await self._write(user, overlay, [(episode, *write)], now)
+        calls = usage.calls if usage is not None else 0
+        self.stats.add(calls)
+        _calls_per_item.record(calls, {"extractor": self._extractor.name})
+        log.debug(
+            "extracted", extra={"episode_id": episode.id, "llm_calls": calls, "user": user.user_id}
+        )
+
+    async def _gather_context(self, user: UserRef, episode: Episode) -> list[Memory]:
+        """The user's existing derived memories most related to the episode, best first: the
+        speaker's own entity, then vector and full-text hits fused by reciprocal rank."""
+        k = self._context_memories
+        memories = self._store.memories
+        if k <= 0:
+            return []
+        vector = await self._embedder.embed([embedding_text(episode.speaker, episode.text)])
+        only_valid = MemoryFilter(types=_DERIVED)
+        vector_hits, text_hits, speaker = await asyncio.gather(
+            self._store.search.vector(user, vector, k, only_valid),
+            self._store.search.text(user, episode.text[:_TEXT_QUERY_CHARS], k, only_valid),
+            memories.find_entities(user, [normalise_name(episode.speaker or USER_SUBJECT)]),
+        )
+        ranked = _fuse(vector_hits, text_hits)[:k]
+        found = await memories.get_many(user, ranked)
+        out: dict[str, Memory] = {m.id: m for m in speaker if m.invalid_at is None}
+        for memory_id in ranked:
+            memory = found.get(memory_id)
+            if memory is not None and memory.invalid_at is None:
+                out.setdefault(memory_id, memory)
+        return list(out.values())[: max(k, len(speaker))]
+
+    def _resolve(
+        self, episode: Episode, result: ExtractionResult, current: dict[str, Memory]
+    ) -> list[EntityMatch]:
+        known_entities = [m for m in current.values() if isinstance(m, Entity)]
+        subjects = [
+            ExtractedEntity(episode.speaker or USER_SUBJECT, EntityKind.PERSON),
+            *result.entities,
+        ]
+        return list(resolve(subjects, known_entities).matches)
+
+    async def _settle_ambiguous(
+        self, episode: Episode, matches: list[EntityMatch], current: dict[str, Memory]
+    ) -> list[EntityMatch]:
+        """At most one extra call: names with several fitting entities go to the extractor
+        (if it can judge them); whatever it cannot settle becomes a new entity, because
+        merging two different people is worse than keeping a duplicate."""
+        ambiguous = [m for m in matches if m.is_ambiguous]
+        if not ambiguous or not isinstance(self._extractor, Disambiguator):
+            return matches
+        mentions = [
+            AmbiguousMention(
+                name=m.entity.name,
+                kind=m.entity.kind,
+                candidates=tuple(
+                    e for c in m.candidates if isinstance(e := current.get(c), Entity)
+                ),
+            )
+            for m in ambiguous
+        ]
+        choices = await self._extractor.disambiguate(self._input(episode, ()), mentions)
+        settled = []
+        for match in matches:
+            chosen = choices.get(match.entity.name) if match.is_ambiguous else None
+            if chosen is not None and chosen in match.candidates:
+                match = EntityMatch(
+                    entity=match.entity, existing_id=chosen, candidates=(), names=match.names
+                )
+            settled.append(match)
+        return settled
+
+    @staticmethod
+    def _input(episode: Episode, context: Sequence[Memory]) -> ExtractionInput:
+        return ExtractionInput(
+            text=episode.text,
+            occurred_at=episode.occurred_at or episode.recorded_at,
+            speaker=episode.speaker,
+            context=tuple(context),
+        )
+
+    async def _extract(self, episode: Episode, context: Sequence[Memory]) -> ExtractionResult:
+        return await self._extractor.extract(self._input(episode, context))
+
+    async def _write(
+        self, user: UserRef, overlay: _Overlay, writes: Sequence[_Write], now: datetime
+    ) -> None:
         new_ids = [i for i in overlay.by_id if i in overlay.created]
         vectors = await self._embedder.embed([overlay.by_id[i].text for i in new_ids])
         row = {memory_id: vectors[i] for i, memory_id in enumerate(new_ids)}
@@ -125,16 +315,6 @@ class ExtractionPipeline:
                 )
             )
         await self._store.memories.write_derived(user, *derived)
-
-    async def _extract(self, episode: Episode, context: Sequence[Memory]) -> ExtractionResult:
-        return await self._extractor.extract(
-            ExtractionInput(
-                text=episode.text,
-                occurred_at=episode.occurred_at or episode.recorded_at,
-                speaker=episode.speaker,
-                context=tuple(context),
-            )
-        )
 
     async def _lookup(
         self, user: UserRef, episodes: Sequence[Episode], results: Sequence[ExtractionResult]
@@ -182,16 +362,14 @@ class ExtractionPipeline:
         existing: dict[str, Memory],
         overlay: _Overlay,
         now: datetime,
+        matches: Sequence[EntityMatch],
     ) -> tuple[list[str], list[str], list[tuple[str, datetime]]]:
-        """Fold one episode's extraction into the overlay; return the ids it touched."""
+        """Fold one episode's extraction into the overlay; return the ids it touched.
+
+        `matches` is `_resolve` over the same `existing` + overlay (possibly settled further).
+        """
         when = episode.occurred_at or now
         current = {**existing, **overlay.by_id}
-        known_entities = [m for m in current.values() if isinstance(m, Entity)]
-        subjects = [
-            ExtractedEntity(episode.speaker or USER_SUBJECT, EntityKind.PERSON),
-            *result.entities,
-        ]
-        resolution = resolve(subjects, known_entities)
         touched: list[str] = []
         entity_ids: dict[str, str] = {}
 
@@ -201,7 +379,7 @@ class ExtractionPipeline:
             if memory.id not in touched:
                 touched.append(memory.id)
 
-        for match in resolution.matches:
+        for match in matches:
             if match.existing_id is not None and match.existing_id in current:
                 base = current[match.existing_id]
                 assert isinstance(base, Entity)
@@ -359,12 +537,35 @@ class ExtractionPipeline:
         return out
 
 
+def _fuse(*channels: list[SearchHit]) -> list[str]:
+    """Reciprocal-rank fusion of search channels: ids, best first."""
+    scores: dict[str, float] = defaultdict(float)
+    for hits in channels:
+        for rank, hit in enumerate(hits, start=1):
+            scores[hit.memory_id] += 1.0 / (_RRF_K + rank)
+    return sorted(scores, key=lambda i: (-scores[i], i))
+
+
 RETRY_BASE_S = 5.0
 RETRY_MAX_S = 3600.0
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When failed extractions are tried again: exponential backoff from `base_s`, capped at
+    `max_s`; after `max_attempts` (0 = never) the episode stays FAILED with no next attempt
+    (it stays stored and recallable; re-ingesting it with `replace` starts over)."""
+
+    base_s: float = RETRY_BASE_S
+    max_s: float = RETRY_MAX_S
+    max_attempts: int = 0
+
+    def delay_s(self, attempts: int) -> float:
+        return float(min(self.max_s, self.base_s * 2 ** max(attempts - 1, 0)))
+
+
 def retry_delay_s(attempts: int) -> float:
-    return float(min(RETRY_MAX_S, RETRY_BASE_S * 2 ** max(attempts - 1, 0)))
+    return RetryPolicy().delay_s(attempts)
 
 
 class InlineExtraction:
@@ -373,9 +574,12 @@ class InlineExtraction:
     never fails the Ingest (the episodes are already stored): it is recorded on each episode
     for the background worker to retry."""
 
-    def __init__(self, store: GraphStore, pipeline: ExtractionPipeline) -> None:
+    def __init__(
+        self, store: GraphStore, pipeline: ExtractionPipeline, retry: RetryPolicy | None = None
+    ) -> None:
         self._store = store
         self._pipeline = pipeline
+        self._retry = retry or RetryPolicy()
 
     async def submit(self, user: UserRef, episode_ids: Sequence[str], *, wait: bool) -> None:
         found = await self._store.memories.get_many(user, episode_ids)
@@ -384,7 +588,16 @@ class InlineExtraction:
             await self._pipeline.process(user, episodes)
         except Exception as exc:
             log.exception("extraction failed", extra={"episodes": len(episodes)})
-            await record_failure(self._store, user, episodes, exc, self._pipeline.extractor_name)
+            await record_failure(
+                self._store, user, episodes, exc, self._pipeline.extractor_name, self._retry
+            )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures of a dependency that will likely pass (the LLM, the embedder or the store was
+    unreachable): the episode stays PENDING with the reason, retried after the backoff.
+    Anything else (a model answer that never fits, a spent budget, a bug) is FAILED."""
+    return isinstance(exc, LlmUnavailableError | EmbedderUnavailableError | StoreUnavailableError)
 
 
 async def record_failure(
@@ -393,19 +606,27 @@ async def record_failure(
     episodes: Sequence[Episode],
     exc: BaseException,
     extractor: str,
+    retry: RetryPolicy | None = None,
 ) -> None:
+    policy = retry or RetryPolicy()
     now = utcnow()
+    transient = is_transient(exc)
     for episode in episodes:
         attempts = episode.extraction.attempts + 1
+        give_up = policy.max_attempts > 0 and attempts >= policy.max_attempts
         await store.episodes.set_extraction(
             user,
             episode.id,
             ExtractionStatus(
-                state=ExtractionState.FAILED,
+                state=(
+                    ExtractionState.PENDING if transient and not give_up else ExtractionState.FAILED
+                ),
                 attempts=attempts,
                 last_error=f"{type(exc).__name__}: {exc}"[:500],
                 extractor=extractor,
                 updated_at=now,
-                next_attempt_at=now + timedelta(seconds=retry_delay_s(attempts)),
+                next_attempt_at=(
+                    None if give_up else now + timedelta(seconds=policy.delay_s(attempts))
+                ),
             ),
         )

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from persona_server.domain.models import Episode, Memory
+from persona_server.domain.models import Episode, Memory, MemoryType
 from persona_server.ports.embedder import Embedder
 from persona_server.ports.graph_store import GraphStore, SearchHit
 from persona_server.services.commands import RecallQuery
@@ -35,6 +35,10 @@ class RecallTuning:
     graph_limit: int = 10
     temporal_seeds: int = 5
     temporal_weight: float = 0.3
+    # Entities are hubs, not answers: their provenance is every episode that mentions them, so
+    # as results they would flood a prompt. They seed graph expansion and are returned only
+    # when the filter asks for the entity type.
+    entities_as_results: bool = False
 
 
 class RecallService:
@@ -76,6 +80,10 @@ class RecallService:
             memory = memories.get(memory_id)
             # Expanded neighbours did not pass through the store's filter: check them here.
             if memory is None or not matches(memory, q.filter):
+                continue
+            if memory.type is MemoryType.ENTITY and not (
+                t.entities_as_results or MemoryType.ENTITY in q.filter.types
+            ):
                 continue
             hits = channels[memory_id] if q.explain else []
             results.append(ScoredMemory(memory, scores[memory_id], hits))

@@ -21,6 +21,12 @@ from persona_server.ports.graph_store import (
     SourceConflictError,
     StoreUnavailableError,
 )
+from persona_server.ports.llm import (
+    LlmBudgetExceededError,
+    LlmOutputInvalidError,
+    LlmRejectedError,
+    LlmUnavailableError,
+)
 
 ERROR_DOMAIN = "persona.dev"
 log = logging.getLogger(__name__)
@@ -63,6 +69,19 @@ def to_persona_error(exc: BaseException) -> e.PersonaError:
         return e.UnavailableError(
             f"the embedding service is unavailable: {exc}", reason="EMBEDDER_UNAVAILABLE"
         )
+    if isinstance(exc, LlmUnavailableError):
+        return e.UnavailableError(
+            f"the LLM is unavailable: {exc.message}",
+            reason="LLM_UNAVAILABLE",
+            retry_after_s=exc.retry_after_s,
+        )
+    if isinstance(exc, LlmOutputInvalidError):
+        return e.AbortedError(exc.message, reason="LLM_OUTPUT_INVALID")
+    if isinstance(exc, LlmBudgetExceededError):
+        return e.ResourceExhaustedError(exc.message, reason="LLM_BUDGET_EXHAUSTED")
+    if isinstance(exc, LlmRejectedError):
+        # Misconfiguration (key, model, unsupported response format): retrying will not help.
+        return e.FailedPreconditionError(exc.message, reason="LLM_REJECTED")
     log.exception("unexpected error", exc_info=exc)
     return e.PersonaError("internal error; see the server log", reason="INTERNAL")
 

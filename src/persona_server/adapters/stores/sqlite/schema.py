@@ -110,18 +110,27 @@ CREATE TABLE IF NOT EXISTS changes (
     PRIMARY KEY (user_key, seq)
 ) WITHOUT ROWID;
 
+-- An episode is indexed with its speaker ("Caroline: ..."): who said it is part of what it means,
+-- and questions name people.
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts
     USING fts5(text, owner, tokenize = 'porter unicode61');
 
 CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN
-    INSERT INTO memories_fts (rowid, text, owner) VALUES (new.rowid, new.text, 'u' || new.user_key);
+    INSERT INTO memories_fts (rowid, text, owner)
+        VALUES (
+            new.rowid,
+            trim(coalesce(json_extract(new.payload, '$.speaker'), '') || ' ' || new.text),
+            'u' || new.user_key
+        );
 END;
 CREATE TRIGGER IF NOT EXISTS memories_fts_delete AFTER DELETE ON memories BEGIN
     DELETE FROM memories_fts WHERE rowid = old.rowid;
 END;
 CREATE TRIGGER IF NOT EXISTS memories_fts_update AFTER UPDATE OF text ON memories
     WHEN new.text IS NOT old.text BEGIN
-    UPDATE memories_fts SET text = new.text WHERE rowid = old.rowid;
+    UPDATE memories_fts
+        SET text = trim(coalesce(json_extract(new.payload, '$.speaker'), '') || ' ' || new.text)
+        WHERE rowid = old.rowid;
 END;
 """
 

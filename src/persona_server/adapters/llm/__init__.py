@@ -1,0 +1,1 @@
+"""LLM clients: the OpenAI Chat Completions API and compatible servers."""

@@ -1,0 +1,1 @@
+"""LLM extraction: one structured call per ingested item, with the user's memories as context."""

@@ -1,0 +1,279 @@
+"""The background extraction worker: derives memories from stored episodes, durably.
+
+The store is the queue. Every episode carries its extraction state (pending, done, failed with
+reason, attempts and next attempt), and `episodes.due_for_extraction` lists what is due, so
+work survives restarts and crashes without any in-memory queue to lose. The worker:
+
+- wakes on ingest (`submit` hints the new episodes, served before the backlog) and otherwise
+  polls for due work every `poll_s`, which picks up retries after their backoff and whatever a
+  previous process left pending;
+- extracts each user's episodes in event-time order, one user at a time per task (so an item
+  sees the memories of the items before it) and up to `concurrency` users in parallel;
+- records failures on the episode (`record_failure`: transient ones stay pending, others are
+  failed; both get a next attempt with exponential backoff, up to the retry policy's limit);
+- stops without waiting for in-flight calls: they are cancelled, nothing is written for them,
+  and their episodes are still pending for the next start.
+
+One process runs one worker. Several replicas on one Neo4j would each pick up the same due
+episodes; the merge is idempotent per episode (provenance is checked), but claiming work in the
+store (a lease) is what a multi-replica deployment should add.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from persona_server.domain.models import Episode, ExtractionState, UserRef
+from persona_server.ports.graph_store import GraphStore
+from persona_server.services.extraction import ExtractionPipeline, RetryPolicy, record_failure
+from persona_server.services.ingest import utcnow
+from persona_server.services.notifier import ChangeNotifier
+
+log = logging.getLogger(__name__)
+_MIN_PAUSE_S = 0.05  # between dispatch rounds, so a store that keeps failing cannot spin a core
+_STOP_TIMEOUT_S = 5.0
+
+_Key = tuple[UserRef, str]
+
+
+def _not_attempted(episode: Episode) -> bool:
+    return episode.extraction.state is ExtractionState.PENDING and episode.extraction.attempts == 0
+
+
+def _event_order(episode: Episode) -> tuple[datetime, int]:
+    return (episode.occurred_at or episode.recorded_at, episode.seq)
+
+
+class ExtractionWorker:
+    def __init__(
+        self,
+        store: GraphStore,
+        pipeline: ExtractionPipeline,
+        notifier: ChangeNotifier,
+        *,
+        retry: RetryPolicy | None = None,
+        poll_s: float = 5.0,
+        concurrency: int = 4,
+        batch_limit: int = 200,
+        pending_grace_s: float = 0.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        """`pending_grace_s` leaves never-attempted episodes alone for that long: used when
+        Ingest extracts inline (offline), so the worker only retries failures and recovers
+        what a crash left pending, and never races the inline extraction."""
+        self._store = store
+        self._pipeline = pipeline
+        self._notifier = notifier
+        self._retry = retry or RetryPolicy()
+        self._poll_s = poll_s
+        self._concurrency = concurrency
+        self._batch_limit = batch_limit
+        self._grace = timedelta(seconds=pending_grace_s)
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._hints: dict[UserRef, list[str]] = {}
+        self._busy: dict[UserRef, asyncio.Task[None]] = {}
+        self._waiters: dict[_Key, list[asyncio.Future[None]]] = {}
+        # Failed episodes are not retried before this, even when recording the failure in the
+        # store failed too (a full disk): otherwise every round would call the model again.
+        self._not_before: dict[_Key, datetime] = {}
+        self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._run(), name="persona-extraction-worker")
+
+    async def stop(self) -> None:
+        """Cancel everything in flight and return: shutdown never waits on a slow model."""
+        self._stopping = True
+        tasks = [t for t in (self._loop, *self._busy.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
+        self._release_all_waiters()
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None and not self._loop.done()
+
+    # --- what Ingest uses ---
+
+    def submit(self, user: UserRef, episode_ids: Sequence[str]) -> None:
+        """New or replaced episodes of `user`: extract them soon, before older backlog."""
+        if self._stopping or not episode_ids:
+            return
+        self._hints.setdefault(user, []).extend(episode_ids)
+        self._wake.set()
+
+    async def wait_for(
+        self, user: UserRef, episode_ids: Sequence[str], *, submit: bool = False
+    ) -> None:
+        """Return once every episode has had an attempt (done, or failed with its reason)
+        since it was stored. Cancelled with the caller (the RPC's deadline). `submit` hands
+        the episodes to the worker once the waiters are in place."""
+        keys = [(user, i) for i in dict.fromkeys(episode_ids)]
+        futures: dict[_Key, asyncio.Future[None]] = {}
+        loop = asyncio.get_running_loop()
+        for key in keys:
+            futures[key] = loop.create_future()
+            self._waiters.setdefault(key, []).append(futures[key])
+        if submit:
+            self.submit(user, episode_ids)
+        try:
+            if self._stopping:
+                return
+            # An attempt may have finished before the waiters were registered.
+            stored = await self._store.memories.get_many(user, [i for _, i in keys])
+            for key in keys:
+                episode = stored.get(key[1])
+                if not isinstance(episode, Episode) or not _not_attempted(episode):
+                    self._resolve(key)
+            await asyncio.gather(*futures.values())
+        finally:
+            for key, future in futures.items():
+                waiting = self._waiters.get(key)
+                if waiting is not None and future in waiting:
+                    waiting.remove(future)
+                    if not waiting:
+                        del self._waiters[key]
+
+    def _resolve(self, key: _Key) -> None:
+        for future in self._waiters.pop(key, []):
+            if not future.done():
+                future.set_result(None)
+
+    def _release_all_waiters(self) -> None:
+        for key in list(self._waiters):
+            self._resolve(key)
+
+    # --- the loop ---
+
+    async def _run(self) -> None:
+        recovering = True
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self._dispatch(recovering)
+                recovering = False
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The store may be down: the next round tries again, nothing is lost.
+                log.exception("extraction worker round failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_s):
+                    await self._wake.wait()
+            await asyncio.sleep(_MIN_PAUSE_S)
+
+    def _free_slots(self) -> int:
+        return self._concurrency - len(self._busy)
+
+    async def _dispatch(self, recovering: bool = False) -> None:
+        """Hinted episodes first, then due ones. The first round after a start also takes
+        pending episodes whose retry is not due yet: their backoff was for a dependency that
+        was down (a model, a store), and a restart is often what fixed it."""
+        for user in list(self._hints):
+            if self._free_slots() <= 0:
+                return
+            if user in self._busy:
+                continue  # its task picks the hint up when it finishes
+            ids = self._hints.pop(user)
+            found = await self._store.memories.get_many(user, ids)
+            episodes = [e for i in ids if isinstance(e := found.get(i), Episode)]
+            self._spawn(
+                user, [e for e in episodes if e.extraction.state is not ExtractionState.DONE]
+            )
+        if self._free_slots() <= 0:
+            return
+        now = self._clock()
+        if len(self._not_before) > 1024:
+            self._not_before = {k: t for k, t in self._not_before.items() if t > now}
+        horizon = now + timedelta(seconds=self._retry.max_s) if recovering else now
+        due = await self._store.episodes.due_for_extraction(horizon, self._batch_limit)
+        by_user: dict[UserRef, list[Episode]] = {}
+        for user, episode in due:
+            if user in self._busy:
+                continue
+            cooldown = self._not_before.get((user, episode.id))
+            if cooldown is not None and cooldown > now:
+                continue
+            retry_at = episode.extraction.next_attempt_at
+            waiting = retry_at is not None and retry_at > now
+            if waiting and episode.extraction.state is not ExtractionState.PENDING:
+                continue  # a failure the model caused waits for its backoff
+            if self._grace and _not_attempted(episode):
+                since = episode.extraction.updated_at or episode.recorded_at
+                if since > now - self._grace:
+                    continue
+            by_user.setdefault(user, []).append(episode)
+        for user, episodes in by_user.items():
+            if self._free_slots() <= 0:
+                break
+            self._spawn(user, episodes)
+
+    def _spawn(self, user: UserRef, episodes: list[Episode]) -> None:
+        if not episodes:
+            return
+        task = asyncio.create_task(self._work(user, sorted(episodes, key=_event_order)))
+        self._busy[user] = task
+
+    async def _work(self, user: UserRef, episodes: list[Episode]) -> None:
+        try:
+            for episode in episodes:
+                if self._stopping:
+                    return
+                await self._extract_one(user, episode)
+        finally:
+            self._busy.pop(user, None)
+            if not self._stopping:
+                self._wake.set()  # the user may have more due work, or a hint waiting
+
+    async def _extract_one(self, user: UserRef, episode: Episode) -> None:
+        key = (user, episode.id)
+        try:
+            await self._pipeline.process(user, [episode])
+            self._not_before.pop(key, None)
+        except asyncio.CancelledError:
+            raise  # shutdown: the episode stays as it was, due at the next start
+        except Exception as exc:
+            attempts = episode.extraction.attempts + 1
+            delay = timedelta(seconds=self._retry.delay_s(attempts))
+            self._not_before[key] = self._clock() + delay
+            log.warning(
+                "extraction failed",
+                extra={
+                    "episode_id": episode.id,
+                    "attempts": attempts,
+                    "error": f"{type(exc).__name__}: {exc}"[:300],
+                },
+            )
+            try:
+                await record_failure(
+                    self._store, user, [episode], exc, self._pipeline.extractor_name, self._retry
+                )
+            except Exception:
+                log.exception("could not record the extraction failure")
+        self._resolve(key)
+        self._notifier.notify(user)
+
+
+class WorkerExtraction:
+    """The `ExtractionScheduler` for costly extractors: Ingest returns once the episodes are
+    stored (pending); the worker extracts them. With `wait`, Ingest waits for the attempt."""
+
+    def __init__(self, worker: ExtractionWorker) -> None:
+        self._worker = worker
+
+    async def submit(self, user: UserRef, episode_ids: Sequence[str], *, wait: bool) -> None:
+        if wait:
+            await self._worker.wait_for(user, episode_ids, submit=True)
+        else:
+            self._worker.submit(user, episode_ids)

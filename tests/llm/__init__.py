@@ -1,0 +1,1 @@
+"""LLM path: adapter, extraction, durability and AskStructured against a scripted server."""
