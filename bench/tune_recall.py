@@ -27,6 +27,7 @@ from locomo import KS, Result, load, question_metrics
 from persona_server.app import App, start
 from persona_server.config import Settings
 from persona_server.domain.models import ChatRole, MemoryType, SourceType, UserRef
+from persona_server.extraction.offline.query_time import query_time_spans
 from persona_server.ports.graph_store import MemoryFilter
 from persona_server.services.commands import IngestCommand, NewItem, RecallQuery
 from persona_server.services.recall import RecallService, RecallTuning
@@ -80,7 +81,7 @@ def tuning_from(pairs: list[str]) -> RecallTuning:
 async def evaluate(
     app: App, convs: list[Any], tuning: RecallTuning, types: frozenset[MemoryType] = frozenset()
 ) -> dict[str, Any]:
-    service = RecallService(app.store, app.embedder, tuning)
+    service = RecallService(app.store, app.embedder, tuning, time_spans=query_time_spans)
     recall = {str(k): 0.0 for k in KS}
     context = {str(k): 0.0 for k in KS}
     by_cat: dict[int, list[float]] = {}

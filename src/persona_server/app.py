@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from persona_server.config import Settings
 from persona_server.extraction.offline.extractor import OfflineExtractor
+from persona_server.extraction.offline.query_time import query_time_spans
 from persona_server.observability import configure_logging, configure_tracing
 from persona_server.ports.embedder import Embedder
 from persona_server.ports.graph_store import GraphStore
@@ -170,7 +171,7 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     store = build_store(settings)
     await store.open(embedding_model=emb.model_id, dimension=emb.dimension)
     notifier = ChangeNotifier()
-    recall = RecallService(store, emb)
+    recall = RecallService(store, emb, time_spans=query_time_spans)
     extraction = build_extraction(settings, store, emb, notifier, recall)
     services = Services(
         ingest=IngestService(store, emb, notifier, extraction.scheduler),

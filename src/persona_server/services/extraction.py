@@ -224,7 +224,7 @@ class ExtractionPipeline:
         memories = self._store.memories
         if k <= 0:
             return []
-        vector = await self._embedder.embed([embedding_text(episode.speaker, episode.text)])
+        vector = await self._embedder.embed([embedding_text(episode)])
         only_valid = MemoryFilter(types=_DERIVED)
         vector_hits, text_hits, speaker = await asyncio.gather(
             self._store.search.vector(user, vector, k, only_valid),
