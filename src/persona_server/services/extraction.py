@@ -56,6 +56,7 @@ from persona_server.ports.extractor import (
     Extractor,
 )
 from persona_server.ports.graph_store import (
+    PROVENANCE_LIMIT,
     DerivedWrite,
     GraphStore,
     MemoryFilter,
@@ -121,10 +122,11 @@ def _cite(memory: Memory, episode: Episode, now: datetime, *, reinforce: bool) -
     """Add the episode to a memory's provenance; count it as a confirmation when it is new."""
     if episode.id in memory.episode_ids:
         return memory
-    update: dict[str, object] = {
-        "episode_ids": [*memory.episode_ids, episode.id],
-        "source_ids": [*memory.source_ids, episode.source_id],
-    }
+    update: dict[str, object] = {}
+    # Past the limit the store keeps the link but reads do not return it (see PROVENANCE_LIMIT).
+    if len(memory.episode_ids) < PROVENANCE_LIMIT:
+        update["episode_ids"] = [*memory.episode_ids, episode.id]
+        update["source_ids"] = [*memory.source_ids, episode.source_id]
     if reinforce:
         update["mention_count"] = memory.mention_count + 1
         update["last_reinforced_at"] = now

@@ -24,7 +24,7 @@ from persona_server.domain.models import (
     Psyche,
 )
 from persona_server.domain.names import normalise_name
-from persona_server.ports.graph_store import Vectors
+from persona_server.ports.graph_store import PROVENANCE_LIMIT, Vectors
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -235,15 +235,19 @@ def row_to_memory(
 def load_provenance(
     conn: sqlite3.Connection, rowids: Sequence[int]
 ) -> dict[int, tuple[list[str], list[str]]]:
-    """Episode ids and source ids of derived memories, in chain order of the episodes."""
+    """Episode ids and source ids of derived memories, in chain order of the episodes, at
+    most `PROVENANCE_LIMIT` per memory (the earliest)."""
     out: dict[int, tuple[list[str], list[str]]] = {}
     for chunk in chunks(rowids):
         marks = ",".join("?" * len(chunk))
         rows = conn.execute(
-            "SELECT p.memory_rowid, e.id, e.source_id FROM provenance p "
-            "JOIN memories e ON e.rowid = p.episode_rowid "
-            f"WHERE p.memory_rowid IN ({marks}) ORDER BY p.memory_rowid, e.chain_at, e.seq",
-            chunk,
+            "SELECT memory_rowid, id, source_id FROM ("
+            " SELECT p.memory_rowid, e.id, e.source_id, e.chain_at, e.seq, ROW_NUMBER() OVER ("
+            "  PARTITION BY p.memory_rowid ORDER BY e.chain_at, e.seq) AS n"
+            " FROM provenance p JOIN memories e ON e.rowid = p.episode_rowid"
+            f" WHERE p.memory_rowid IN ({marks})"
+            ") WHERE n <= ? ORDER BY memory_rowid, chain_at, seq",
+            [*chunk, PROVENANCE_LIMIT],
         )
         for memory_rowid, episode_id, source_id in rows:
             ids, sources = out.setdefault(memory_rowid, ([], []))
