@@ -1,0 +1,437 @@
+"""Recall latency and ingest throughput as one user's memory grows.
+
+    python bench/latency.py --out results.json [--sizes 1000,10000,100000] [--store sqlite]
+
+Starts its own offline server (fresh temporary data directory, local embeddings, no LLM) and
+fills ONE user with synthetic chat-like lines (daily life, work, family, hobbies, places,
+dates), generated deterministically from a seeded RNG with templates and word lists. Growing to
+each size in turn, it measures:
+
+- batch Ingest throughput (items/s), from the first batch sent until the last batch is both
+  acknowledged and searchable (checked by recalling a unique marker text of the last batch);
+- at each size, Recall latency p50/p95/p99 of 200 fixed queries (max_results 10, query
+  embedding included) from one sequential client over loopback gRPC, after a few warm-up
+  queries that are not counted;
+- after the last size, single-item Ingest latency p50/p95 (100 one-item calls into that user);
+- the server's peak resident memory (VmHWM of its process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from _server import ServerProcess, exit_on_sigterm, percentile
+
+from persona import AsyncPersonaClient, Item
+
+USER = "bench-user"
+BATCH_SIZE = 100
+QUERIES = 200
+WARMUP_QUERIES = 5
+SINGLE_INGESTS = 100
+RECALL_MAX_RESULTS = 10
+SEED = 20240501
+SEARCHABLE_TIMEOUT_S = 300.0
+FIRST_DAY = datetime(2021, 1, 1, 7, 0, tzinfo=UTC)
+
+
+# --- stores -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreSetup:
+    name: str
+    env: dict[str, str]
+
+
+def sqlite_setup(_args: argparse.Namespace) -> StoreSetup:
+    # The embedded store lives in the server's fresh temporary data directory.
+    return StoreSetup("sqlite", {})
+
+
+# One entry per store the benchmark can drive: a store adds its own options to the parser
+# elsewhere and maps them to server environment variables here.
+STORES: dict[str, Callable[[argparse.Namespace], StoreSetup]] = {"sqlite": sqlite_setup}
+
+
+# --- synthetic data -----------------------------------------------------------------------
+
+NAMES = [
+    "Anna", "Ben", "Carla", "David", "Elif", "Farid", "Grace", "Hiro", "Ines", "Jonas",
+    "Kemal", "Lena", "Marco", "Nadia", "Omar", "Priya", "Rosa", "Sven", "Tomas", "Uma",
+    "Viktor", "Wen", "Yara", "Zoe",
+]  # fmt: skip
+RELATIONS = [
+    "my sister", "my brother", "my mum", "my dad", "my boss", "my neighbour", "my best friend",
+    "my partner", "my coworker", "my cousin", "our landlord", "my dentist", "my grandmother",
+]  # fmt: skip
+PLACES = [
+    "Lisbon", "the gym", "the office", "Berlin", "the farmers market", "my parents' house",
+    "the library", "Kyoto", "the park", "the beach", "the new cafe on Main Street",
+    "the hospital", "the airport", "Toronto", "the climbing hall", "the lake", "Barcelona",
+    "the train station", "the community garden", "Nairobi",
+]  # fmt: skip
+ACTIVITIES = [
+    "hiking", "baking sourdough", "running", "painting", "learning Spanish", "playing guitar",
+    "yoga", "cycling", "gardening", "photography", "chess", "swimming", "knitting",
+    "bouldering", "birdwatching", "pottery",
+]  # fmt: skip
+FOODS = [
+    "ramen", "tacos", "lasagna", "sushi", "pho", "green curry", "pancakes", "falafel",
+    "dumplings", "paella", "shakshuka", "pierogi",
+]  # fmt: skip
+TOPICS = [
+    "the quarterly report", "the database migration", "the budget review", "the hiring plan",
+    "the client demo", "the security audit", "the product launch", "the onboarding docs",
+    "the office move", "the annual conference talk",
+]  # fmt: skip
+TIMES = [
+    "yesterday", "last weekend", "on Monday", "this morning", "two weeks ago", "last night",
+    "on my birthday", "over the holidays", "after work", "on Friday evening",
+]  # fmt: skip
+FEELINGS = [
+    "excited", "tired", "nervous", "happy", "stressed", "proud", "relieved", "annoyed",
+    "grateful",
+]  # fmt: skip
+MONTHS = [
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+]  # fmt: skip
+TEMPLATES = [
+    "{time} I did {activity} with {rel} near {place}.",
+    "{Rel} called {time} to talk about {topic}.",
+    "I'm {feeling} about {topic}; the deadline is {date}.",
+    "Had {food} at {place} {time}, it was really good.",
+    "{name} from work recommended a book about {activity}.",
+    "We are planning a trip to {place} on {date} with {name}.",
+    "Reminder: {rel} has a doctor's appointment on {date} at {hour}.",
+    "I finally finished {topic} {time} and I feel {feeling}.",
+    "{name} and I practised {activity} for {n} hours {time}.",
+    "My goal this year is to get better at {activity}.",
+    "I don't really like {food} anymore, I prefer {food2} now.",
+    "{Rel} moved to {place} {time}.",
+    "{name}'s birthday is on {date}, I should get them something for {activity}.",
+    "Spent the afternoon at {place} with {name}, we talked about {activity}.",
+    "The meeting about {topic} got moved to {date} at {hour}.",
+    "{Rel} is cooking {food} for dinner tonight.",
+    "I felt {feeling} after {activity} {time}.",
+    "Booked tickets to {place} for {date}; {name} is coming too.",
+]
+
+
+def _fill(rng: random.Random) -> str:
+    rel = rng.choice(RELATIONS)
+    food, food2 = rng.sample(FOODS, 2)
+    text = rng.choice(TEMPLATES).format(
+        time=rng.choice(TIMES),
+        activity=rng.choice(ACTIVITIES),
+        rel=rel,
+        Rel=rel[0].upper() + rel[1:],
+        place=rng.choice(PLACES),
+        topic=rng.choice(TOPICS),
+        feeling=rng.choice(FEELINGS),
+        date=f"{rng.randint(1, 28)} {rng.choice(MONTHS)}",
+        food=food,
+        food2=food2,
+        name=rng.choice(NAMES),
+        hour=f"{rng.randint(8, 18)}:{rng.choice(['00', '15', '30', '45'])}",
+        n=rng.randint(1, 4),
+    )
+    return text[0].upper() + text[1:]
+
+
+def texts(seed: int) -> Iterator[str]:
+    rng = random.Random(seed)
+    while True:
+        yield _fill(rng)
+
+
+QUERY_TEMPLATES = [
+    "when did I go to {place}",
+    "what did {rel} say about {topic}",
+    "who do I go {activity} with",
+    "where did I eat {food}",
+    "what is {name}'s birthday",
+    "what are my goals this year",
+    "how did I feel about {topic}",
+    "trip to {place} with {name}",
+    "what food does {rel} cook",
+    "doctor's appointment for {rel}",
+    "what does {name} recommend",
+    "{activity} last weekend",
+]
+
+
+def queries(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        rng.choice(QUERY_TEMPLATES).format(
+            place=rng.choice(PLACES),
+            rel=rng.choice(RELATIONS),
+            topic=rng.choice(TOPICS),
+            activity=rng.choice(ACTIVITIES),
+            food=rng.choice(FOODS),
+            name=rng.choice(NAMES),
+        )
+        for _ in range(n)
+    ]
+
+
+def marker(size: int) -> str:
+    # Words that appear nowhere else, so full-text search finds exactly this item.
+    return f"Locker code word quokkazephyr{size} for the storage unit"
+
+
+# --- measurement --------------------------------------------------------------------------
+
+
+def _ms_stats(samples: Sequence[float], qs: Sequence[float]) -> dict[str, float]:
+    return {f"p{round(q * 100)}": round(percentile(samples, q), 3) for q in qs}
+
+
+class Filler:
+    """Ingests the synthetic stream into USER, batch after batch, with ids in order."""
+
+    def __init__(self, client: AsyncPersonaClient) -> None:
+        self._client = client
+        self._texts = texts(SEED)
+        self.count = 0
+
+    def _item(self, text: str) -> Item:
+        i = self.count
+        self.count += 1
+        return Item(
+            text,
+            source_id=f"item-{i:07d}",
+            # About one item every 10 minutes, in event-time order, all in the past.
+            occurred_at=FIRST_DAY + timedelta(minutes=10 * i),
+            source_type="chat_message",
+            speaker="me",
+        )
+
+    async def grow_to(self, size: int) -> tuple[float, str]:
+        """Ingest until USER holds `size` items; the last one carries a marker. Returns the
+        seconds until that marker is searchable, and the marker's source id."""
+        start = time.perf_counter()
+        marker_id = ""
+        while self.count < size:
+            n = min(BATCH_SIZE, size - self.count)
+            batch = [self._item(next(self._texts)) for _ in range(n - 1)]
+            if self.count + 1 == size:
+                marker_id = f"item-{self.count:07d}"
+                batch.append(self._item(marker(size)))
+            else:
+                batch.append(self._item(next(self._texts)))
+            await self._client.ingest(USER, batch)
+        await self._wait_searchable(marker(size), marker_id)
+        return time.perf_counter() - start, marker_id
+
+    async def _wait_searchable(self, text: str, source_id: str) -> None:
+        deadline = time.perf_counter() + SEARCHABLE_TIMEOUT_S
+        while True:
+            response = await self._client.recall(USER, text, max_results=RECALL_MAX_RESULTS)
+            if any(source_id in r.memory.provenance.source_ids for r in response.results):
+                return
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{source_id} not searchable after {SEARCHABLE_TIMEOUT_S} s")
+            await asyncio.sleep(0.05)
+
+
+async def recall_latencies(client: AsyncPersonaClient, qs: Sequence[str]) -> list[float]:
+    for q in queries(SEED + 2, WARMUP_QUERIES):
+        await client.recall(USER, q, max_results=RECALL_MAX_RESULTS)
+    samples = []
+    for q in qs:
+        start = time.perf_counter()
+        await client.recall(USER, q, max_results=RECALL_MAX_RESULTS)
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+async def single_ingest_latencies(client: AsyncPersonaClient, start_index: int) -> list[float]:
+    rng = random.Random(SEED + 3)
+    samples = []
+    for i in range(SINGLE_INGESTS):
+        item = Item(
+            _fill(rng),
+            source_id=f"single-{start_index + i:07d}",
+            occurred_at=datetime.now(UTC) - timedelta(minutes=SINGLE_INGESTS - i),
+            source_type="chat_message",
+            speaker="me",
+        )
+        start = time.perf_counter()
+        await client.ingest(USER, [item])
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+async def measure(
+    server: ServerProcess,
+    sizes: Sequence[int],
+    log: Callable[[str], None],
+    checkpoint: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    qs = queries(SEED + 1, QUERIES)
+    report: dict[str, Any] = {
+        "recall_ms": {},
+        "ingest_items_per_s": 0.0,
+        "ingest_batch_size": BATCH_SIZE,
+        "per_size": {},
+        "complete": False,
+    }
+    total_items = 0
+    total_s = 0.0
+    async with AsyncPersonaClient(server.target, default_timeout_s=300.0) as client:
+        filler = Filler(client)
+        for size in sizes:
+            added = size - filler.count
+            seconds, _ = await filler.grow_to(size)
+            total_items += added
+            total_s += seconds
+            log(f"{size} items: +{added} in {seconds:.1f} s ({added / seconds:.0f}/s)")
+            samples = await recall_latencies(client, qs)
+            report["recall_ms"][str(size)] = _ms_stats(samples, (0.5, 0.95, 0.99))
+            mem = server.memory_kb()
+            report["per_size"][str(size)] = {
+                "ingested_items": added,
+                "ingest_s": round(seconds, 2),
+                "ingest_items_per_s": round(added / seconds, 1),
+                "recall_ms_mean": round(sum(samples) / len(samples), 3),
+                "recall_ms_max": round(max(samples), 3),
+                "server_rss_mb": round(mem.get("VmRSS", 0) / 1024, 1),
+                "server_peak_rss_mb": round(mem.get("VmHWM", 0) / 1024, 1),
+                "store_mb": round(server.data_bytes() / 2**20, 1),
+            }
+            report["ingest_items_per_s"] = round(total_items / total_s, 1)
+            report["peak_rss_mb"] = round(mem.get("VmHWM", 0) / 1024, 1)
+            log(f"{size} items: recall {report['recall_ms'][str(size)]}")
+            # A long run that is stopped later still leaves the sizes it finished.
+            checkpoint(report)
+        single = await single_ingest_latencies(client, 0)
+    report["ingest_single_ms"] = _ms_stats(single, (0.5, 0.95))
+    report["ingest_single_at_items"] = filler.count
+    report["peak_rss_mb"] = round(server.memory_kb().get("VmHWM", 0) / 1024, 1)
+    report["complete"] = True
+    return report
+
+
+def machine() -> dict[str, Any]:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    mem_total_mb = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_total_mb = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return {
+        "cpus_usable": cpus,
+        "cpu": platform.processor() or platform.machine(),
+        "mem_total_mb": round(mem_total_mb),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def run(
+    sizes: Sequence[int],
+    *,
+    store: str = "sqlite",
+    args: argparse.Namespace | None = None,
+    log: Callable[[str], None] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark; `checkpoint` gets the partial report after each size."""
+    say = log or (lambda _msg: None)
+    setup = STORES[store](args or argparse.Namespace())
+    started = time.perf_counter()
+    about = {
+        "store": setup.name,
+        "sizes": list(sizes),
+        "queries": QUERIES,
+        "recall_max_results": RECALL_MAX_RESULTS,
+        "single_ingests": SINGLE_INGESTS,
+        "machine": machine(),
+    }
+
+    def save(partial: dict[str, Any]) -> None:
+        if checkpoint is not None:
+            elapsed = round(time.perf_counter() - started, 1)
+            checkpoint({**partial, **about, "wall_s": elapsed})
+
+    with ServerProcess(store=setup.name, extra_env=setup.env) as server:
+        say(f"server up on {server.target} (pid {server.pid}, store {setup.name})")
+        report = asyncio.run(measure(server, sizes, say, save))
+    return {**report, **about, "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [
+        f"{'items':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'ingest/s':>9} {'RSS MB':>7}"
+        f" {'store MB':>9}"
+    ]
+    for size, stats in report["recall_ms"].items():
+        extra = report["per_size"][size]
+        lines.append(
+            f"{int(size):>8} {stats['p50']:>8.2f} {stats['p95']:>8.2f} {stats['p99']:>8.2f}"
+            f" {extra['ingest_items_per_s']:>9.0f} {extra['server_rss_mb']:>7.0f}"
+            f" {extra['store_mb']:>9.1f}"
+        )
+    single = report["ingest_single_ms"]
+    lines.append(
+        f"ingest {report['ingest_items_per_s']:.0f} items/s in batches of "
+        f"{report['ingest_batch_size']} (until searchable); single-item ingest p50 "
+        f"{single['p50']:.1f} ms, p95 {single['p95']:.1f} ms (at {report['ingest_single_at_items']}"
+        f" items); server peak RSS {report['peak_rss_mb']:.0f} MB; store {report['store']}; "
+        f"{report['machine']['cpus_usable']} CPUs; {report['wall_s']:.0f} s"
+    )
+    return "\n".join(lines)
+
+
+def _sizes(value: str) -> list[int]:
+    sizes = [int(part) for part in value.split(",") if part.strip()]
+    if not sizes or any(s < 1 for s in sizes) or sizes != sorted(set(sizes)):
+        raise argparse.ArgumentTypeError("sizes: increasing positive integers, e.g. 1000,10000")
+    return sizes
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="write the report as JSON here")
+    parser.add_argument("--sizes", type=_sizes, default=[1000, 10000, 100000])
+    parser.add_argument("--store", choices=sorted(STORES), default="sqlite")
+    args = parser.parse_args(argv)
+    exit_on_sigterm()
+
+    def write(report: dict[str, Any]) -> None:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+    report = run(
+        args.sizes,
+        store=args.store,
+        args=args,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+        checkpoint=write,
+    )
+    print(format_table(report))
+    write(report)
+    if args.out:
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
