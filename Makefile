@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup serve test check lint protos bench-latency bench-locomo
+.PHONY: setup serve test lint protos bench-latency bench-locomo
 
 # Reinstall when a dependency list changes; editable installs pick up code changes by themselves.
 $(STAMP): pyproject.toml clients/python/pyproject.toml
@@ -33,3 +33,10 @@ lint: setup
 protos: setup
 	$(BIN)/buf format -w
 	$(BIN)/python scripts/gen_protos.py
+
+# Benchmarks (see BENCHMARKS.md): figures are printed and written to bench/results/.
+bench-locomo: setup
+	$(BIN)/python bench/locomo.py ../shared/locomo/dev --out /tmp/persona-locomo-dev.json
+
+bench-latency: setup
+	$(BIN)/python bench/latency.py --sizes 1000,10000,100000 --out bench/results/latency_sqlite.json
