@@ -65,6 +65,9 @@ async def test_get_list_delete_memory(client: AsyncPersonaClient) -> None:
     assert got.memory.text == "note number 0"
     assert got.memory.episode.source_id == "n0"
     assert got.memory.user_id == "u1"
+    # Offline extraction ran inside Ingest: done, and its summary is on the episode.
+    assert got.memory.episode.extraction.state == pb.EXTRACTION_STATE_DONE
+    assert got.memory.episode.summary == "note number 0"
 
     page = await client.list_memories("u1", page_size=2, types=["episode"])
     assert len(page.memories) == 2 and page.next_page_token

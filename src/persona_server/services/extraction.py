@@ -133,7 +133,8 @@ def _cite(memory: Memory, episode: Episode, now: datetime, *, reinforce: bool) -
     return memory.model_copy(update=update)
 
 
-_Write = tuple[Episode, list[str], list[str], list[tuple[str, datetime]]]
+# (episode, touched memory ids, mentioned entity ids, invalidations, the episode summary)
+_Write = tuple[Episode, list[str], list[str], list[tuple[str, datetime]], str]
 
 
 class ExtractionPipeline:
@@ -191,9 +192,8 @@ class ExtractionPipeline:
             result = await self._extract(episode, context) if context else draft
             current = {**existing, **overlay.by_id}
             matches = self._resolve(episode, result, current)
-            writes.append(
-                (episode, *self._merge(user, episode, result, existing, overlay, now, matches))
-            )
+            merged = self._merge(user, episode, result, existing, overlay, now, matches)
+            writes.append((episode, *merged, result.summary))
         await self._write(user, overlay, writes, now)
 
     async def _process_one(self, user: UserRef, episode: Episode) -> None:
@@ -211,7 +211,7 @@ class ExtractionPipeline:
             matches = self._resolve(episode, result, existing)
             matches = await self._settle_ambiguous(episode, matches, existing)
             write = self._merge(user, episode, result, existing, overlay, now, matches)
-        await self._write(user, overlay, [(episode, *write)], now)
+        await self._write(user, overlay, [(episode, *write, result.summary)], now)
         calls = usage.calls if usage is not None else 0
         self.stats.add(calls)
         _calls_per_item.record(calls, {"extractor": self._extractor.name})
@@ -304,7 +304,7 @@ class ExtractionPipeline:
             state=ExtractionState.DONE, extractor=self._extractor.name, updated_at=now
         )
         derived = []
-        for episode, touched, mentions, invalidate in writes:
+        for episode, touched, mentions, invalidate, summary in writes:
             attempts = episode.extraction.attempts + 1
             derived.append(
                 DerivedWrite(
@@ -314,6 +314,7 @@ class ExtractionPipeline:
                     mentions=mentions,
                     invalidate=invalidate,
                     extraction=done.model_copy(update={"attempts": attempts}),
+                    summary=summary,
                 )
             )
         await self._store.memories.write_derived(user, *derived)

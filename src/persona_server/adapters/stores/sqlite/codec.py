@@ -235,24 +235,23 @@ def row_to_memory(
 def load_provenance(
     conn: sqlite3.Connection, rowids: Sequence[int]
 ) -> dict[int, tuple[list[str], list[str]]]:
-    """Episode ids and source ids of derived memories, in chain order of the episodes, at
-    most `PROVENANCE_LIMIT` per memory (the earliest)."""
+    """Episode ids and source ids of derived memories, in chain order of the episodes: at most
+    `PROVENANCE_LIMIT` per memory, the first ingested (episode rowid order).
+
+    One indexed range read per memory (the primary key is (memory, episode)), so a hub cited by
+    100k episodes costs the same as one cited by three.
+    """
     out: dict[int, tuple[list[str], list[str]]] = {}
-    for chunk in chunks(rowids):
-        marks = ",".join("?" * len(chunk))
+    for memory_rowid in dict.fromkeys(rowids):
         rows = conn.execute(
-            "SELECT memory_rowid, id, source_id FROM ("
-            " SELECT p.memory_rowid, e.id, e.source_id, e.chain_at, e.seq, ROW_NUMBER() OVER ("
-            "  PARTITION BY p.memory_rowid ORDER BY e.chain_at, e.seq) AS n"
-            " FROM provenance p JOIN memories e ON e.rowid = p.episode_rowid"
-            f" WHERE p.memory_rowid IN ({marks})"
-            ") WHERE n <= ? ORDER BY memory_rowid, chain_at, seq",
-            [*chunk, PROVENANCE_LIMIT],
-        )
-        for memory_rowid, episode_id, source_id in rows:
-            ids, sources = out.setdefault(memory_rowid, ([], []))
-            ids.append(episode_id)
-            sources.append(source_id)
+            "SELECT e.id, e.source_id FROM ("
+            " SELECT episode_rowid FROM provenance WHERE memory_rowid = ?"
+            " ORDER BY episode_rowid LIMIT ?"
+            ") p JOIN memories e ON e.rowid = p.episode_rowid ORDER BY e.chain_at, e.seq",
+            (memory_rowid, PROVENANCE_LIMIT),
+        ).fetchall()
+        if rows:
+            out[memory_rowid] = ([r[0] for r in rows], [r[1] for r in rows])
     return out
 
 

@@ -295,6 +295,11 @@ class SqliteMemoryOps:
 
         if write.extraction is not None:
             set_extraction_status(conn, key, write.episode_id, write.extraction)
+        if write.summary:
+            conn.execute(
+                "UPDATE memories SET payload = json_set(payload, '$.summary', ?) WHERE rowid = ?",
+                (write.summary, episode_rowid),
+            )
         changes.flush()
         return Change(upserts=upserts)
 
