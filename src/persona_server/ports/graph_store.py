@@ -31,9 +31,9 @@ from persona_server.domain.models import (
 Vectors = npt.NDArray[np.float32]
 
 # A derived memory read from a store lists at most this many provenance episodes (the first
-# ingested, listed in event-time order); `mention_count` counts them all. Hubs (the user's own entity, a close friend) are
-# cited by thousands of episodes, and carrying the whole list on every read and write made
-# ingest quadratic in the user's size.
+# ingested, listed in event-time order); `mention_count` counts them all. Hubs (the user's own
+# entity, a close friend) are cited by thousands of episodes, and carrying the whole list on
+# every read and write made ingest quadratic in the user's size.
 PROVENANCE_LIMIT = 32
 Vector = npt.NDArray[np.float32]  # one row, shape (dimension,)
 
