@@ -1,0 +1,127 @@
+"""The NEXT chain: each user's episodes linked in (occurred_at, seq) order.
+
+The chain is materialised as `(:Episode)-[:NEXT]->(:Episode)` relationships and kept exact by
+relinking only around what a transaction changes:
+
+1. `detach` (before an episode is removed or moved) remembers its current predecessor and cuts
+   its NEXT relationships;
+2. `attach` (after episodes got their final position) remembers each one and its predecessor in
+   the new order;
+3. `relink` gives every remembered episode that still exists its one outgoing NEXT, to its
+   successor in the new order.
+
+Every consecutive pair whose first element was not remembered is an old pair that nothing came
+between, so its relationship is already right. Predecessors and successors are found by seeking
+the (tenant, user_id, chain_at, seq) index in order (O(log n) each), never by scanning the chain.
+The caller holds the user's write lock (users.lock_user), so concurrent batches of one user take
+turns and each sees the chain the previous one left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from neo4j import AsyncManagedTransaction
+
+from persona_server.adapters.stores.neo4j.codec import user_params
+from persona_server.adapters.stores.neo4j.driver import rows, run
+from persona_server.domain.models import UserRef
+
+_PREDECESSORS = """
+UNWIND $ids AS id
+MATCH (p)-[:NEXT]->(x:Memory {tenant: $tenant, user_id: $user_id, id: id})
+WHERE p.tenant = $tenant AND p.user_id = $user_id
+RETURN p.id AS id
+"""
+
+_CUT = """
+UNWIND $ids AS id
+MATCH (x:Memory {tenant: $tenant, user_id: $user_id, id: id})-[r:NEXT]-()
+DELETE r
+"""
+
+# Ordering on all four index properties (equality ones included) is what lets the planner read
+# the index backwards and stop at the first entry. Lookups by id always go through `:Memory`,
+# whose (tenant, user_id, id) constraint is the index; the type is checked on the node.
+_ORDER_PREV = """
+UNWIND $ids AS id
+MATCH (x:Memory {tenant: $tenant, user_id: $user_id, id: id})
+WHERE x:Episode
+CALL (x) {
+    MATCH (p:Episode)
+    WHERE p.tenant = $tenant AND p.user_id = $user_id
+      AND p.chain_at = x.chain_at AND p.seq < x.seq
+    RETURN p ORDER BY p.tenant DESC, p.user_id DESC, p.chain_at DESC, p.seq DESC LIMIT 1
+  UNION ALL
+    MATCH (p:Episode)
+    WHERE p.tenant = $tenant AND p.user_id = $user_id
+      AND p.chain_at < x.chain_at AND p.seq IS NOT NULL
+    RETURN p ORDER BY p.tenant DESC, p.user_id DESC, p.chain_at DESC, p.seq DESC LIMIT 1
+}
+WITH x, p ORDER BY p.chain_at DESC, p.seq DESC
+RETURN x.id AS id, collect(p.id)[0] AS neighbour
+"""
+
+# One statement: cut each episode's outgoing NEXT, seek its successor, link to it. The
+# aggregation finishes every cut and seek before the first MERGE.
+_RELINK = """
+UNWIND $ids AS id
+MATCH (x:Memory {tenant: $tenant, user_id: $user_id, id: id})
+WHERE x:Episode
+CALL (x) {
+    MATCH (x)-[r:NEXT]->()
+    DELETE r
+}
+CALL (x) {
+    MATCH (n:Episode)
+    WHERE n.tenant = $tenant AND n.user_id = $user_id
+      AND n.chain_at = x.chain_at AND n.seq > x.seq
+    RETURN n ORDER BY n.tenant, n.user_id, n.chain_at, n.seq LIMIT 1
+  UNION ALL
+    MATCH (n:Episode)
+    WHERE n.tenant = $tenant AND n.user_id = $user_id
+      AND n.chain_at > x.chain_at AND n.seq IS NOT NULL
+    RETURN n ORDER BY n.tenant, n.user_id, n.chain_at, n.seq LIMIT 1
+}
+WITH x, n ORDER BY n.chain_at, n.seq
+WITH x, collect(n)[0] AS next
+MERGE (x)-[:NEXT]->(next)
+"""
+
+
+class ChainEdit:
+    """The NEXT relinking of one write transaction of one user."""
+
+    def __init__(self, user: UserRef) -> None:
+        self._user = user
+        self._affected: set[str] = set()
+        self._removed: set[str] = set()
+
+    async def detach(
+        self, tx: AsyncManagedTransaction, episode_ids: Iterable[str], *, removing: bool
+    ) -> None:
+        """Cut episodes out of the chain; call before they are deleted or given a new time."""
+        ids = sorted(set(episode_ids))
+        if not ids:
+            return
+        params = {**user_params(self._user), "ids": ids}
+        self._affected.update(r["id"] for r in await rows(tx, _PREDECESSORS, params))
+        await run(tx, _CUT, params)
+        if removing:
+            self._removed.update(ids)
+
+    async def attach(self, tx: AsyncManagedTransaction, episode_ids: Iterable[str]) -> None:
+        """Note episodes that now sit at their final (chain_at, seq) position."""
+        ids = sorted(set(episode_ids))
+        if not ids:
+            return
+        params = {**user_params(self._user), "ids": ids}
+        found = await rows(tx, _ORDER_PREV, params)
+        self._affected.update(ids)
+        self._affected.update(r["neighbour"] for r in found if r["neighbour"] is not None)
+
+    async def relink(self, tx: AsyncManagedTransaction) -> None:
+        ids = sorted(self._affected - self._removed)
+        self._affected.clear()
+        if ids:
+            await run(tx, _RELINK, {**user_params(self._user), "ids": ids})

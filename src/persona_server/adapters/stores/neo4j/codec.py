@@ -1,0 +1,206 @@
+"""Domain models <-> node properties, and the Cypher fragments that read them back.
+
+Node layout (every user-data node carries `tenant` and `user_id`):
+- times are INTEGER microseconds since the Unix epoch (UTC), as in the embedded store: they sort
+  and compare exactly, and the shared filter and vector-cache code works on them unchanged;
+- `metadata` is canonical JSON (round trip), and `meta_pairs` a list of JSON `[key, value]`
+  strings that a metadata filter tests with `IN` (user keys never become property names);
+- `payload` holds the type-specific fields that no query looks at, so a new model field needs
+  no migration;
+- `search_text` is what the full-text index reads: the text, and for an episode its speaker
+  first ("Caroline: ..." is about Caroline), as in the embedded store;
+- `owner` is a digits-only token per (tenant, user) that the full-text index stores beside the
+  text, so a Lucene query is confined to one user inside the index (see search.py);
+- `vector` is the embedding as little-endian float32 bytes (what the vector cache loads: one
+  blob per node decodes far faster than a list of floats), `embedding` the same vector as the
+  float array the native vector index reads.
+
+The projection strings are constants: queries are built from them and from nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+# Store-independent rules shared with the embedded store, so both stores resolve names, merge
+# keys and extraction due times identically (the conformance suite pins them).
+from persona_server.adapters.stores.sqlite.codec import (
+    MEMORY_ADAPTER,
+    dump_metadata,
+    entity_names,
+    extraction_due,
+    merge_key,
+    opt_from_us,
+    opt_us,
+    to_us,
+)
+from persona_server.domain.models import Entity, Episode, Fact, Memory, MemoryType, UserRef
+from persona_server.ports.graph_store import PROVENANCE_LIMIT
+
+# Fields with their own property (or rebuilt from DERIVED_FROM); the rest goes to `payload`.
+_PROPERTY_FIELDS = frozenset(
+    {
+        "id",
+        "type",
+        "text",
+        "occurred_at",
+        "recorded_at",
+        "valid_from",
+        "invalid_at",
+        "mention_count",
+        "last_reinforced_at",
+        "metadata",
+        "source_ids",
+        "episode_ids",
+        "source_id",
+        "seq",
+        "extraction",
+        "summary",
+    }
+)
+
+# The node's scalar properties, without the vectors (a read never ships them by accident).
+MEMORY_PROJECTION = (
+    "m {.id, .type, .text, .occurred_at, .recorded_at, .valid_from, .invalid_at, "
+    ".mention_count, .last_reinforced_at, .metadata, .payload, .source_id, .seq, .extraction, "
+    ".summary}"
+)
+
+# Provenance of `m`: the first `$prov_limit` episodes ingested (the port's PROVENANCE_LIMIT;
+# `seq` is the user's ingest order), listed in chain order. Pass `read_params()`. Expects `m`
+# bound; yields prov_ids, prov_sources. DERIVED_FROM only ever points at episodes; no label on
+# `e` keeps the plan an expansion. It reads every DERIVED_FROM of `m`: O(citations) for a hub.
+PROVENANCE_SUBQUERY = """
+CALL (m) {
+    OPTIONAL MATCH (m)-[:DERIVED_FROM]->(e)
+    WHERE e.tenant = $tenant AND e.user_id = $user_id
+    WITH e ORDER BY e.seq
+    LIMIT $prov_limit
+    WITH e ORDER BY e.chain_at, e.seq
+    RETURN collect(e.id) AS prov_ids, collect(e.source_id) AS prov_sources
+}
+"""
+
+MEMORY_RETURN = "RETURN " + MEMORY_PROJECTION + " AS m, prov_ids, prov_sources"
+
+
+def owner_token(user: UserRef) -> str:
+    """A digits-only token naming (tenant, user) in the full-text index.
+
+    Digits pass every stage of Lucene's English analyzer unchanged (no stemming, no stop
+    words), so the indexed token and the query token are the same string. A hash collision
+    could only add candidates that the tenant/user property check then drops.
+    """
+    digest = hashlib.sha256(f"{user.tenant}\x00{user.user_id}".encode()).digest()
+    return str(int.from_bytes(digest[:16], "big"))
+
+
+def user_params(user: UserRef) -> dict[str, Any]:
+    return {"tenant": user.tenant, "user_id": user.user_id}
+
+
+def read_params(user: UserRef) -> dict[str, Any]:
+    """`user_params` plus what statements returning memories (`PROVENANCE_SUBQUERY`) need."""
+    return {**user_params(user), "prov_limit": PROVENANCE_LIMIT}
+
+
+def meta_pairs(metadata: Mapping[str, str]) -> list[str]:
+    return sorted(json.dumps([k, v], ensure_ascii=False) for k, v in metadata.items())
+
+
+def memory_props(user: UserRef, memory: Memory) -> dict[str, Any]:
+    """Every property of the node except the vectors; absent values are None, so that
+    `SET m += props` also clears what an earlier version had set."""
+    payload = memory.model_dump(mode="json", exclude=set(_PROPERTY_FIELDS))
+    props: dict[str, Any] = {
+        "tenant": user.tenant,
+        "user_id": user.user_id,
+        "owner": owner_token(user),
+        "id": memory.id,
+        "type": memory.type.value,
+        "text": memory.text,
+        "search_text": memory.text,
+        "occurred_at": opt_us(memory.occurred_at),
+        "recorded_at": to_us(memory.recorded_at),
+        "valid_from": opt_us(memory.valid_from),
+        "invalid_at": opt_us(memory.invalid_at),
+        "mention_count": memory.mention_count,
+        "last_reinforced_at": opt_us(memory.last_reinforced_at),
+        "metadata": dump_metadata(memory.metadata),
+        "meta_pairs": meta_pairs(memory.metadata),
+        "payload": json.dumps(payload, sort_keys=True, ensure_ascii=False),
+        "merge_key": merge_key(memory),
+        "subject_id": None,
+        "object_id": None,
+        "source_id": None,
+        "seq": None,
+        "chain_at": None,
+        "extraction": None,
+        "extraction_due": None,
+        "names": None,
+        "summary": None,
+    }
+    if isinstance(memory, Fact):
+        props["subject_id"] = memory.subject_id or None
+        props["object_id"] = memory.object_id or None
+    if isinstance(memory, Entity):
+        props["names"] = sorted(entity_names(memory))
+    if isinstance(memory, Episode):
+        props["search_text"] = f"{memory.speaker} {memory.text}".strip()
+        # Its own property, so extraction can set it without rewriting the JSON payload.
+        props["summary"] = memory.summary
+        props["source_id"] = memory.source_id
+        props["seq"] = memory.seq
+        # Episodes without an event time still need a chain position; record time stands in.
+        props["chain_at"] = to_us(memory.occurred_at or memory.recorded_at)
+        props["extraction"] = memory.extraction.model_dump_json()
+        props["extraction_due"] = extraction_due(memory.extraction, memory.recorded_at)
+    return props
+
+
+def vector_params(memory_id: str, vector: npt.NDArray[np.float32]) -> dict[str, Any]:
+    row = np.ascontiguousarray(vector, dtype="<f4")
+    return {"id": memory_id, "blob": row.tobytes(), "embedding": row.astype(float).tolist()}
+
+
+def to_memory(
+    props: Mapping[str, Any], prov_ids: Sequence[str], prov_sources: Sequence[str]
+) -> Memory:
+    """A model from `MEMORY_PROJECTION` plus its provenance lists."""
+    data: dict[str, Any] = json.loads(props["payload"] or "{}")
+    data.update(
+        id=props["id"],
+        type=props["type"],
+        text=props["text"],
+        occurred_at=opt_from_us(props["occurred_at"]),
+        recorded_at=opt_from_us(props["recorded_at"]),
+        valid_from=opt_from_us(props["valid_from"]),
+        invalid_at=opt_from_us(props["invalid_at"]),
+        mention_count=props["mention_count"],
+        last_reinforced_at=opt_from_us(props["last_reinforced_at"]),
+        metadata=json.loads(props["metadata"] or "{}"),
+    )
+    if props["type"] == MemoryType.EPISODE.value:
+        # An episode is its own provenance: Recall credits an episode hit to its source id.
+        data.update(
+            source_id=props["source_id"],
+            seq=props["seq"],
+            extraction=json.loads(props["extraction"]) if props["extraction"] else {},
+            episode_ids=[props["id"]],
+            source_ids=[props["source_id"]],
+        )
+        if props.get("summary") is not None:
+            data["summary"] = props["summary"]
+    else:
+        data.update(episode_ids=list(prov_ids), source_ids=list(prov_sources))
+    return MEMORY_ADAPTER.validate_python(data)
+
+
+def record_to_memory(record: Mapping[str, Any]) -> Memory:
+    return to_memory(record["m"], record["prov_ids"], record["prov_sources"])

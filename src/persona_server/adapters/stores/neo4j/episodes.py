@@ -1,0 +1,307 @@
+"""Episodes: idempotent batch ingest, the temporal chain, extraction bookkeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from neo4j import AsyncManagedTransaction
+
+from persona_server.adapters.stores.neo4j.cascade import detach_episodes
+from persona_server.adapters.stores.neo4j.chain import ChainEdit
+from persona_server.adapters.stores.neo4j.changes import ChangeLog
+from persona_server.adapters.stores.neo4j.codec import (
+    MEMORY_PROJECTION,
+    memory_props,
+    to_memory,
+    user_params,
+    vector_params,
+)
+from persona_server.adapters.stores.neo4j.driver import Connection, rows, run
+from persona_server.adapters.stores.neo4j.users import lock_user
+from persona_server.adapters.stores.sqlite.codec import extraction_due, normalise_vectors, to_us
+from persona_server.domain.models import (
+    ChangeKind,
+    Episode,
+    ExtractionState,
+    ExtractionStatus,
+    MemoryType,
+    UserRef,
+)
+from persona_server.ports.graph_store import (
+    EpisodeWriteResult,
+    SourceConflictError,
+    Vectors,
+    WriteOutcome,
+)
+
+_KNOWN_SOURCES = """
+UNWIND $source_ids AS sid
+MATCH (e:Episode {tenant: $tenant, user_id: $user_id, source_id: sid})
+RETURN sid AS source_id, e.id AS id, e.text AS text, e.seq AS seq
+"""
+
+_CREATE = """
+UNWIND $rows AS row
+CREATE (m:Memory:Episode)
+SET m = row.props, m.vector = row.blob
+WITH m, row
+CALL db.create.setNodeVectorProperty(m, 'embedding', row.embedding)
+WITH count(*) AS created
+MATCH (u:PersonaUser {tenant: $tenant, user_id: $user_id})
+SET u.episode_seq = $episode_seq
+"""
+
+_REPLACE = """
+UNWIND $rows AS row
+MATCH (m:Memory {tenant: $tenant, user_id: $user_id, id: row.props.id})
+WHERE m:Episode
+SET m += row.props, m.vector = row.blob
+WITH m, row
+CALL db.create.setNodeVectorProperty(m, 'embedding', row.embedding)
+"""
+
+# Walks one NEXT hop from several episodes at once, both directions.
+_HOP = """
+UNWIND $ids AS id
+MATCH (x:Memory {tenant: $tenant, user_id: $user_id, id: id})
+WHERE x:Episode
+OPTIONAL MATCH (x)-[:NEXT]->(n)
+WHERE n.tenant = $tenant AND n.user_id = $user_id
+OPTIONAL MATCH (p)-[:NEXT]->(x)
+WHERE p.tenant = $tenant AND p.user_id = $user_id
+RETURN x.id AS id, n.id AS next, p.id AS prev
+"""
+
+# The whole chain by index order; equal to following NEXT from the head, without the path
+# bookkeeping a variable-length walk of a long chain would cost.
+_CHAIN = """
+MATCH (e:Episode)
+WHERE e.tenant = $tenant AND e.user_id = $user_id AND e.chain_at IS NOT NULL
+  AND e.seq IS NOT NULL
+RETURN e.id AS id
+ORDER BY e.tenant, e.user_id, e.chain_at, e.seq
+"""
+
+SET_EXTRACTION = """
+UNWIND $statuses AS item
+MATCH (e:Memory {tenant: $tenant, user_id: $user_id, id: item.id})
+WHERE e:Episode
+SET e.extraction = item.extraction,
+    e.extraction_due = CASE WHEN item.due_on_record THEN e.recorded_at ELSE item.due END
+"""
+
+# The only query across tenants: the extraction worker's queue, served by the due-time index.
+_DUE = (
+    """
+MATCH (m:Episode)
+WHERE m.extraction_due IS NOT NULL AND m.extraction_due <= $now
+WITH m ORDER BY m.extraction_due, m.tenant, m.user_id, m.seq
+LIMIT $limit
+RETURN m.tenant AS tenant, m.user_id AS user_id, """
+    + MEMORY_PROJECTION
+    + " AS m"
+)
+
+
+@dataclass
+class _Known:
+    """A source id's state as the batch sees it: stored before, or created earlier in it."""
+
+    episode_id: str
+    text: str
+    seq: int
+    pending: int | None = None  # index into the batch's inserts while only a pending insert
+
+
+class Neo4jEpisodeOps:
+    def __init__(self, conn: Connection, dimension: int = 0) -> None:
+        self._conn = conn
+        self.dimension = dimension
+
+    async def put_batch(
+        self, user: UserRef, episodes: Sequence[Episode], vectors: Vectors, *, replace: bool
+    ) -> list[EpisodeWriteResult]:
+        if not episodes:
+            return []
+        for ep in episodes:
+            if not isinstance(ep, Episode):
+                raise TypeError(f"put_batch takes episodes, got {type(ep).__name__}")
+            if not ep.source_id:
+                raise ValueError("every episode needs a source_id")
+        vecs = normalise_vectors(vectors, len(episodes), self.dimension)
+        return await self._conn.write(self._put, user, episodes, vecs, replace)
+
+    @staticmethod
+    async def _put(
+        tx: AsyncManagedTransaction,
+        user: UserRef,
+        episodes: Sequence[Episode],
+        vecs: npt.NDArray[np.float32],
+        replace: bool,
+    ) -> list[EpisodeWriteResult]:
+        # A transaction function may run more than once (the driver retries): everything below
+        # is derived from what this run reads.
+        now = datetime.now(UTC)
+        head = await lock_user(tx, user, now, create=True)
+        assert head is not None
+        base = user_params(user)
+        known: dict[str, _Known] = {}
+        sources = sorted({ep.source_id for ep in episodes})
+        for r in await rows(tx, _KNOWN_SOURCES, {**base, "source_ids": sources}):
+            known[r["source_id"]] = _Known(r["id"], r["text"], r["seq"])
+
+        next_seq = head.episode_seq
+        inserts: list[tuple[Episode, int]] = []  # (episode, batch row of its vector)
+        replaces: dict[str, tuple[Episode, int]] = {}  # by episode id, last one wins
+        results: list[EpisodeWriteResult] = []
+        conflicts: list[str] = []
+        for i, ep in enumerate(episodes):
+            seen = known.get(ep.source_id)
+            if seen is None:
+                next_seq += 1
+                stored = ep.model_copy(update={"seq": next_seq})
+                known[ep.source_id] = _Known(ep.id, ep.text, next_seq, len(inserts))
+                inserts.append((stored, i))
+                results.append(EpisodeWriteResult(ep.source_id, ep.id, WriteOutcome.CREATED))
+            elif seen.text == ep.text:
+                results.append(
+                    EpisodeWriteResult(ep.source_id, seen.episode_id, WriteOutcome.UNCHANGED)
+                )
+            elif not replace:
+                conflicts.append(ep.source_id)
+            else:
+                stored = ep.model_copy(
+                    update={
+                        "id": seen.episode_id,
+                        "seq": seen.seq,
+                        "extraction": ExtractionStatus(updated_at=now),
+                    }
+                )
+                seen.text = ep.text
+                if seen.pending is not None:
+                    # Created earlier in this same batch: the insert simply takes the new version.
+                    inserts[seen.pending] = (stored, i)
+                else:
+                    replaces[seen.episode_id] = (stored, i)
+                results.append(
+                    EpisodeWriteResult(ep.source_id, seen.episode_id, WriteOutcome.REPLACED)
+                )
+        if conflicts:
+            # Raised inside the transaction function: the driver rolls everything back (the
+            # user node included) and does not retry, since this is not a driver error.
+            raise SourceConflictError(list(dict.fromkeys(conflicts)))
+
+        changes = ChangeLog(head.change_seq, now)
+        chain = ChainEdit(user)
+        if replaces:
+            replaced = list(replaces)
+            # The new text may carry a new time: cut the episodes out and put them back below.
+            await chain.detach(tx, replaced, removing=False)
+            await detach_episodes(tx, user, replaced, changes)
+            await run(tx, _REPLACE, {**base, "rows": _episode_rows(user, replaces.values(), vecs)})
+            for episode_id in replaced:
+                changes.add(ChangeKind.UPDATED, episode_id, MemoryType.EPISODE)
+        if inserts:
+            rows_ = _episode_rows(user, inserts, vecs)
+            await run(tx, _CREATE, {**base, "rows": rows_, "episode_seq": next_seq})
+            for ep, _ in inserts:
+                changes.add(ChangeKind.ADDED, ep.id, MemoryType.EPISODE)
+        await chain.attach(tx, [ep.id for ep, _ in inserts] + list(replaces))
+        await chain.relink(tx)
+        await changes.flush(tx, user)
+        return results
+
+    async def chain_neighbours(
+        self, user: UserRef, episode_ids: Sequence[str], *, before: int = 1, after: int = 1
+    ) -> dict[str, list[str]]:
+        wanted = list(dict.fromkeys(episode_ids))
+        if not wanted:
+            return {}
+        return await self._conn.read(self._neighbours, user, wanted, max(before, 0), max(after, 0))
+
+    @staticmethod
+    async def _neighbours(
+        tx: AsyncManagedTransaction, user: UserRef, wanted: list[str], before: int, after: int
+    ) -> dict[str, list[str]]:
+        """Follows NEXT one hop per round trip for all ids at once (Recall asks for one hop)."""
+        base = user_params(user)
+        found = await rows(tx, _HOP, {**base, "ids": wanted})
+        first = {r["id"]: r for r in found}
+        prev: dict[str, list[str]] = {}
+        nxt: dict[str, list[str]] = {}
+        for episode_id in wanted:
+            r = first.get(episode_id)
+            if r is None:
+                continue
+            prev[episode_id] = [r["prev"]] if before and r["prev"] else []
+            nxt[episode_id] = [r["next"]] if after and r["next"] else []
+        for hop in range(1, max(before, after)):
+            # Only paths that got a neighbour at every hop so far can grow further.
+            frontier = {p[-1] for p in prev.values() if len(p) == hop and hop < before}
+            frontier |= {n[-1] for n in nxt.values() if len(n) == hop and hop < after}
+            if not frontier:
+                break
+            step = {r["id"]: r for r in await rows(tx, _HOP, {**base, "ids": sorted(frontier)})}
+            for p in prev.values():
+                if len(p) == hop and hop < before and (r := step.get(p[-1])) and r["prev"]:
+                    p.append(r["prev"])
+            for n in nxt.values():
+                if len(n) == hop and hop < after and (r := step.get(n[-1])) and r["next"]:
+                    n.append(r["next"])
+        return {e: list(reversed(prev[e])) + nxt[e] for e in prev}
+
+    async def chain(self, user: UserRef) -> list[str]:
+        async def work(tx: AsyncManagedTransaction) -> list[str]:
+            return [r["id"] for r in await rows(tx, _CHAIN, user_params(user))]
+
+        return await self._conn.read(work)
+
+    async def set_extraction(
+        self, user: UserRef, episode_id: str, status: ExtractionStatus
+    ) -> None:
+        async def work(tx: AsyncManagedTransaction) -> None:
+            statuses = [status_params(episode_id, status)]
+            await run(tx, SET_EXTRACTION, {**user_params(user), "statuses": statuses})
+
+        await self._conn.write(work)
+
+    async def due_for_extraction(self, now: datetime, limit: int) -> list[tuple[UserRef, Episode]]:
+        if limit <= 0:
+            return []
+
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            return await rows(tx, _DUE, {"now": to_us(now), "limit": limit})
+
+        out: list[tuple[UserRef, Episode]] = []
+        for r in await self._conn.read(work):
+            memory = to_memory(r["m"], [], [])
+            assert isinstance(memory, Episode)
+            out.append((UserRef(tenant=r["tenant"], user_id=r["user_id"]), memory))
+        return out
+
+
+def status_params(episode_id: str, status: ExtractionStatus) -> dict[str, Any]:
+    """One item of `SET_EXTRACTION`: the due time rule of codec.extraction_due, with the
+    record time (pending without a retry time is due at once, first in first out) read from
+    the node rather than passed in."""
+    on_record = status.state is ExtractionState.PENDING and status.next_attempt_at is None
+    return {
+        "id": episode_id,
+        "extraction": status.model_dump_json(),
+        "due_on_record": on_record,
+        "due": None if on_record else extraction_due(status, datetime.now(UTC)),
+    }
+
+
+def _episode_rows(user: UserRef, items: Any, vecs: npt.NDArray[np.float32]) -> list[dict[str, Any]]:
+    out = []
+    for ep, i in items:
+        row = vector_params(ep.id, vecs[i])
+        row["props"] = memory_props(user, ep)
+        out.append(row)
+    return out

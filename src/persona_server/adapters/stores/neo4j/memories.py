@@ -1,0 +1,245 @@
+"""Memories: reads, paginated listing, deletion, and the derived-memory writes of extraction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from neo4j import AsyncManagedTransaction
+
+from persona_server.adapters.stores.neo4j.cascade import delete_memories, detach_episodes
+from persona_server.adapters.stores.neo4j.chain import ChainEdit
+from persona_server.adapters.stores.neo4j.changes import ChangeLog
+from persona_server.adapters.stores.neo4j.codec import (
+    MEMORY_RETURN,
+    PROVENANCE_SUBQUERY,
+    read_params,
+    record_to_memory,
+    user_params,
+)
+from persona_server.adapters.stores.neo4j.derived import Prepared, write_derived
+from persona_server.adapters.stores.neo4j.driver import Connection, rows
+from persona_server.adapters.stores.neo4j.filters import FILTER, filter_params
+from persona_server.adapters.stores.neo4j.users import lock_user
+
+# The cursor format of the embedded store: (record time, id), so both stores page identically.
+from persona_server.adapters.stores.sqlite.codec import normalise_vectors, to_us
+from persona_server.adapters.stores.sqlite.memories import decode_cursor, encode_cursor
+from persona_server.domain.models import (
+    Entity,
+    Episode,
+    Memory,
+    MemoryType,
+    UserRef,
+)
+from persona_server.domain.names import normalise_name
+from persona_server.ports.graph_store import DerivedWrite, MemoryFilter, Page
+
+_GET_MANY = (
+    """
+UNWIND $ids AS id
+MATCH (m:Memory {tenant: $tenant, user_id: $user_id, id: id})
+"""
+    + PROVENANCE_SUBQUERY
+    + MEMORY_RETURN
+)
+
+# Pages walk the (tenant, user_id, recorded_at, id) index in order from the cursor, so a page
+# costs about its own size rather than a sort of all the user's memories. The cursor position
+# is two seeks (same record time and a greater id; a later record time): a single OR would make
+# the planner give up index order and sort everything.
+_LIST = (
+    """
+CALL () {
+    MATCH (m:Memory)
+    WHERE m.tenant = $tenant AND m.user_id = $user_id
+      AND m.recorded_at = $after_at AND m.id > $after_id AND """
+    + FILTER
+    + """
+    RETURN m ORDER BY m.tenant, m.user_id, m.recorded_at, m.id LIMIT $limit
+  UNION ALL
+    MATCH (m:Memory)
+    WHERE m.tenant = $tenant AND m.user_id = $user_id
+      AND m.recorded_at > $after_at AND m.id IS NOT NULL AND """
+    + FILTER
+    + """
+    RETURN m ORDER BY m.tenant, m.user_id, m.recorded_at, m.id LIMIT $limit
+}
+WITH m ORDER BY m.recorded_at, m.id
+LIMIT $limit
+"""
+    + PROVENANCE_SUBQUERY
+    + MEMORY_RETURN
+)
+
+_KINDS = """
+UNWIND $ids AS id
+MATCH (m:Memory {tenant: $tenant, user_id: $user_id, id: id})
+RETURN m.id AS id, m.type AS type
+"""
+
+_FIND_ENTITIES = (
+    """
+MATCH (m:Entity)
+WHERE m.tenant = $tenant AND m.user_id = $user_id AND any(name IN m.names WHERE name IN $names)
+"""
+    + PROVENANCE_SUBQUERY
+    + MEMORY_RETURN
+)
+
+_FIND_BY_MERGE_KEY = (
+    """
+UNWIND $keys AS key
+MATCH (m:Memory {tenant: $tenant, user_id: $user_id, type: $type, merge_key: key})
+"""
+    + PROVENANCE_SUBQUERY
+    + MEMORY_RETURN
+)
+
+_FIND_BY_SOURCE = (
+    """
+UNWIND $keys AS key
+MATCH (m:Episode {tenant: $tenant, user_id: $user_id, source_id: key})
+"""
+    + PROVENANCE_SUBQUERY
+    + MEMORY_RETURN
+)
+
+_MIN_US = -(2**63)
+
+
+class Neo4jMemoryOps:
+    def __init__(self, conn: Connection, dimension: int = 0) -> None:
+        self._conn = conn
+        self.dimension = dimension
+
+    async def get_many(self, user: UserRef, ids: Sequence[str]) -> dict[str, Memory]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            return await rows(tx, _GET_MANY, {**read_params(user), "ids": wanted})
+
+        return {m.id: m for m in map(record_to_memory, await self._conn.read(work))}
+
+    async def list_page(
+        self, user: UserRef, *, filter: MemoryFilter, limit: int, cursor: str
+    ) -> Page:
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        after_at, after_id = decode_cursor(cursor) if cursor else (_MIN_US, "")
+        params = {
+            **read_params(user),
+            **filter_params(filter),
+            "after_at": after_at,
+            "after_id": after_id,
+            "limit": limit + 1,
+        }
+
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            return await rows(tx, _LIST, params)
+
+        memories = [record_to_memory(r) for r in await self._conn.read(work)]
+        # The query returns index order; sorting the page again costs nothing and does not
+        # depend on the provenance subquery keeping row order.
+        memories.sort(key=lambda m: (m.recorded_at, m.id))
+        if len(memories) <= limit:
+            return Page(memories=memories, next_cursor="")
+        page = memories[:limit]
+        last = page[-1]
+        return Page(memories=page, next_cursor=encode_cursor(to_us(last.recorded_at), last.id))
+
+    async def delete(self, user: UserRef, memory_id: str) -> list[str]:
+        async def work(tx: AsyncManagedTransaction) -> list[str]:
+            now = datetime.now(UTC)
+            head = await lock_user(tx, user, now, create=False)
+            if head is None:
+                return []
+            base = user_params(user)
+            found = await rows(tx, _KINDS, {**base, "ids": [memory_id]})
+            if not found:
+                return []
+            changes = ChangeLog(head.change_seq, now)
+            chain = ChainEdit(user)
+            orphans: list[str] = []
+            if found[0]["type"] == MemoryType.EPISODE.value:
+                await chain.detach(tx, [memory_id], removing=True)
+                # Detach before deleting: DETACH DELETE would drop the DERIVED_FROM links that
+                # tell which memories were derived only from this episode.
+                orphans = await detach_episodes(tx, user, [memory_id], changes)
+            deleted = await delete_memories(tx, user, [memory_id], changes)
+            deleted += [d for d in orphans if d not in deleted]
+            await chain.relink(tx)
+            await changes.flush(tx, user)
+            return deleted
+
+        return await self._conn.write(work)
+
+    async def write_derived(self, user: UserRef, *writes: DerivedWrite) -> None:
+        prepared: list[Prepared] = []
+        for write in writes:
+            memories = list({m.id: m for m in write.memories}.values())
+            for m in memories:
+                if isinstance(m, Episode):
+                    raise ValueError("episodes are written with put_batch, not write_derived")
+            ids = [mid for mid in write.vectors if any(m.id == mid for m in memories)]
+            vecs: dict[str, npt.NDArray[np.float32]] = {}
+            if ids:
+                matrix = normalise_vectors(
+                    np.stack([np.asarray(write.vectors[i], dtype=np.float32) for i in ids]),
+                    len(ids),
+                    self.dimension,
+                )
+                vecs = {mid: matrix[i] for i, mid in enumerate(ids)}
+            prepared.append((write, memories, vecs))
+        if not prepared:
+            return
+
+        async def work(tx: AsyncManagedTransaction) -> None:
+            # One transaction for the whole batch of episodes, under the user's write lock.
+            now = datetime.now(UTC)
+            head = await lock_user(tx, user, now, create=False)
+            if head is None:
+                return
+            changes = ChangeLog(head.change_seq, now)
+            await write_derived(tx, user, prepared, changes)
+            await changes.flush(tx, user)
+
+        await self._conn.write(work)
+
+    async def find_entities(self, user: UserRef, names: Sequence[str]) -> list[Entity]:
+        # Normalising again is a no-op for callers that already did, and makes lookups agree
+        # with the stored keys for callers that normalised differently.
+        wanted = sorted({normalise_name(n) for n in names} - {""})
+        if not wanted:
+            return []
+
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            return await rows(tx, _FIND_ENTITIES, {**read_params(user), "names": wanted})
+
+        found = [record_to_memory(r) for r in await self._conn.read(work)]
+        found.sort(key=lambda m: (m.recorded_at, m.id))
+        return [m for m in found if isinstance(m, Entity)]
+
+    async def find_by_key(
+        self, user: UserRef, memory_type: MemoryType, keys: Sequence[str]
+    ) -> list[Memory]:
+        if memory_type is MemoryType.ENTITY:
+            wanted = sorted({normalise_name(k) for k in keys} - {""})
+        else:
+            wanted = sorted(set(keys) - {""})
+        if not wanted:
+            return []
+        params = {**read_params(user), "keys": wanted, "type": memory_type.value}
+        query = _FIND_BY_SOURCE if memory_type is MemoryType.EPISODE else _FIND_BY_MERGE_KEY
+
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            return await rows(tx, query, params)
+
+        out = [record_to_memory(r) for r in await self._conn.read(work)]
+        out.sort(key=lambda m: (m.recorded_at, m.id))
+        return out
