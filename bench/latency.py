@@ -1,6 +1,7 @@
 """Recall latency and ingest throughput as one user's memory grows.
 
     python bench/latency.py --out results.json [--sizes 1000,10000,100000] [--store sqlite]
+    python bench/latency.py --store neo4j [--neo4j-uri bolt://host:7687] --out results.json
 
 Starts its own offline server (fresh temporary data directory, local embeddings, no LLM) and
 fills ONE user with synthetic chat-like lines (daily life, work, family, hobbies, places,
@@ -14,20 +15,28 @@ each size in turn, it measures:
   queries that are not counted;
 - after the last size, single-item Ingest latency p50/p95 (100 one-item calls into that user);
 - the server's peak resident memory (VmHWM of its process).
+
+With `--store neo4j` and no `--neo4j-uri`, a Neo4j 5 is started for the run with the test
+harness (`tests/neo4j_harness.py`, auth disabled, fresh temporary data directory) and stopped at
+the end; with `--neo4j-uri` that server is used as is (its database should be empty).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import random
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,20 +59,91 @@ FIRST_DAY = datetime(2021, 1, 1, 7, 0, tzinfo=UTC)
 # --- stores -------------------------------------------------------------------------------
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
 @dataclass(frozen=True)
 class StoreSetup:
     name: str
     env: dict[str, str]
+    # For a store outside the server process: its files and its process, when known (the
+    # server's own data directory and process are measured anyway).
+    data_dir: Path | None = None
+    pid: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
-def sqlite_setup(_args: argparse.Namespace) -> StoreSetup:
+@contextlib.contextmanager
+def sqlite_setup(_args: argparse.Namespace) -> Iterator[StoreSetup]:
     # The embedded store lives in the server's fresh temporary data directory.
-    return StoreSetup("sqlite", {})
+    yield StoreSetup("sqlite", {})
+
+
+@contextlib.contextmanager
+def neo4j_setup(args: argparse.Namespace) -> Iterator[StoreSetup]:
+    uri = getattr(args, "neo4j_uri", None)
+    user = getattr(args, "neo4j_user", None) or "neo4j"
+    database = getattr(args, "neo4j_database", None) or "neo4j"
+    if uri:
+        # An external server: the password comes from the option or, so that it need not be
+        # on the command line, from PERSONA_NEO4J_PASSWORD (empty: no authentication).
+        password = getattr(args, "neo4j_password", None)
+        if password is None:
+            password = os.environ.get("PERSONA_NEO4J_PASSWORD", "")
+        yield StoreSetup(
+            "neo4j",
+            _neo4j_env(uri, user, password, database),
+            details={"neo4j_uri": uri, "neo4j_database": database, "neo4j_started": False},
+        )
+        return
+    # `tests` is a package of the repository root, which is not on sys.path when this file
+    # runs as a script.
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from tests.neo4j_harness import Neo4jProcess, build_launcher
+
+    build_launcher()
+    base = Path(tempfile.mkdtemp(prefix="persona-bench-neo4j-"))
+    neo4j = Neo4jProcess(base)
+    try:
+        neo4j.start()
+        # The harness runs Neo4j without authentication: an empty password means no auth.
+        yield StoreSetup(
+            "neo4j",
+            _neo4j_env(neo4j.uri, user, "", database),
+            data_dir=neo4j.data_dir,
+            pid=neo4j.pid,
+            details={
+                "neo4j_uri": neo4j.uri,
+                "neo4j_database": database,
+                "neo4j_started": True,
+                "neo4j_jvm_opts": list(neo4j.jvm_opts),
+                "neo4j_page_cache_mb": neo4j.page_cache_mb,
+                "neo4j_start_s": round(neo4j.last_start_seconds or 0.0, 1),
+            },
+        )
+    finally:
+        neo4j.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _neo4j_env(uri: str, user: str, password: str, database: str) -> dict[str, str]:
+    return {
+        "PERSONA_STORE": "neo4j",
+        "PERSONA_NEO4J_URI": uri,
+        "PERSONA_NEO4J_USER": user,
+        "PERSONA_NEO4J_PASSWORD": password,
+        "PERSONA_NEO4J_DATABASE": database,
+    }
 
 
 # One entry per store the benchmark can drive: a store adds its own options to the parser
-# elsewhere and maps them to server environment variables here.
-STORES: dict[str, Callable[[argparse.Namespace], StoreSetup]] = {"sqlite": sqlite_setup}
+# (see `main`) and maps them to server environment variables here; the context manager holds
+# whatever the store needs (a Neo4j it started) for the whole run.
+STORES: dict[str, Callable[[argparse.Namespace], AbstractContextManager[StoreSetup]]] = {
+    "sqlite": sqlite_setup,
+    "neo4j": neo4j_setup,
+}
 
 
 # --- synthetic data -----------------------------------------------------------------------
@@ -201,6 +281,28 @@ def _ms_stats(samples: Sequence[float], qs: Sequence[float]) -> dict[str, float]
     return {f"p{round(q * 100)}": round(percentile(samples, q), 3) for q in qs}
 
 
+def _dir_bytes(path: Path) -> int:
+    if not path.exists():
+        return 0
+    total = 0
+    for f in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            if f.is_file():
+                total += f.stat().st_size
+    return total
+
+
+def _process_memory_kb(pid: int) -> dict[str, int]:
+    """VmHWM and VmRSS of a process, in kB (Linux only; empty when unknown)."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                out[key] = int(value.split()[0])
+    return out
+
+
 class Filler:
     """Ingests the synthetic stream into USER, batch after batch, with ids in order."""
 
@@ -282,7 +384,16 @@ async def measure(
     sizes: Sequence[int],
     log: Callable[[str], None],
     checkpoint: Callable[[dict[str, Any]], None],
+    setup: StoreSetup | None = None,
 ) -> dict[str, Any]:
+    def store_bytes() -> int:
+        if setup is not None and setup.data_dir is not None:
+            return _dir_bytes(setup.data_dir)
+        return server.data_bytes()
+
+    def store_process_memory() -> dict[str, int]:
+        return _process_memory_kb(setup.pid) if setup is not None and setup.pid else {}
+
     qs = queries(SEED + 1, QUERIES)
     report: dict[str, Any] = {
         "recall_ms": {},
@@ -312,8 +423,13 @@ async def measure(
                 "recall_ms_max": round(max(samples), 3),
                 "server_rss_mb": round(mem.get("VmRSS", 0) / 1024, 1),
                 "server_peak_rss_mb": round(mem.get("VmHWM", 0) / 1024, 1),
-                "store_mb": round(server.data_bytes() / 2**20, 1),
+                "store_mb": round(store_bytes() / 2**20, 1),
             }
+            store_mem = store_process_memory()
+            if store_mem:
+                report["per_size"][str(size)]["store_process_rss_mb"] = round(
+                    store_mem.get("VmRSS", 0) / 1024, 1
+                )
             report["ingest_items_per_s"] = round(total_items / total_s, 1)
             report["peak_rss_mb"] = round(mem.get("VmHWM", 0) / 1024, 1)
             log(f"{size} items: recall {report['recall_ms'][str(size)]}")
@@ -323,6 +439,10 @@ async def measure(
     report["ingest_single_ms"] = _ms_stats(single, (0.5, 0.95))
     report["ingest_single_at_items"] = filler.count
     report["peak_rss_mb"] = round(server.memory_kb().get("VmHWM", 0) / 1024, 1)
+    store_mem = store_process_memory()
+    if store_mem:
+        # Neo4j's JVM, which the harness started: not part of the Persona server's RSS.
+        report["store_process_peak_rss_mb"] = round(store_mem.get("VmHWM", 0) / 1024, 1)
     report["complete"] = True
     return report
 
@@ -355,25 +475,28 @@ def run(
 ) -> dict[str, Any]:
     """Run the benchmark; `checkpoint` gets the partial report after each size."""
     say = log or (lambda _msg: None)
-    setup = STORES[store](args or argparse.Namespace())
     started = time.perf_counter()
-    about = {
-        "store": setup.name,
-        "sizes": list(sizes),
-        "queries": QUERIES,
-        "recall_max_results": RECALL_MAX_RESULTS,
-        "single_ingests": SINGLE_INGESTS,
-        "machine": machine(),
-    }
+    with STORES[store](args or argparse.Namespace()) as setup:
+        if setup.details:
+            say(f"store {setup.name}: {setup.details}")
+        about = {
+            "store": setup.name,
+            **({"store_details": setup.details} if setup.details else {}),
+            "sizes": list(sizes),
+            "queries": QUERIES,
+            "recall_max_results": RECALL_MAX_RESULTS,
+            "single_ingests": SINGLE_INGESTS,
+            "machine": machine(),
+        }
 
-    def save(partial: dict[str, Any]) -> None:
-        if checkpoint is not None:
-            elapsed = round(time.perf_counter() - started, 1)
-            checkpoint({**partial, **about, "wall_s": elapsed})
+        def save(partial: dict[str, Any]) -> None:
+            if checkpoint is not None:
+                elapsed = round(time.perf_counter() - started, 1)
+                checkpoint({**partial, **about, "wall_s": elapsed})
 
-    with ServerProcess(store=setup.name, extra_env=setup.env) as server:
-        say(f"server up on {server.target} (pid {server.pid}, store {setup.name})")
-        report = asyncio.run(measure(server, sizes, say, save))
+        with ServerProcess(store=setup.name, extra_env=setup.env) as server:
+            say(f"server up on {server.target} (pid {server.pid}, store {setup.name})")
+            report = asyncio.run(measure(server, sizes, say, save, setup))
     return {**report, **about, "wall_s": round(time.perf_counter() - started, 1)}
 
 
@@ -397,6 +520,11 @@ def format_table(report: dict[str, Any]) -> str:
         f" items); server peak RSS {report['peak_rss_mb']:.0f} MB; store {report['store']}; "
         f"{report['machine']['cpus_usable']} CPUs; {report['wall_s']:.0f} s"
     )
+    if "store_process_peak_rss_mb" in report:
+        lines.append(
+            f"store process (not in the server's RSS) peak RSS "
+            f"{report['store_process_peak_rss_mb']:.0f} MB"
+        )
     return "\n".join(lines)
 
 
@@ -412,6 +540,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     parser.add_argument("--sizes", type=_sizes, default=[1000, 10000, 100000])
     parser.add_argument("--store", choices=sorted(STORES), default="sqlite")
+    neo4j = parser.add_argument_group("neo4j store (--store neo4j)")
+    neo4j.add_argument(
+        "--neo4j-uri",
+        help="use this Neo4j 5 (its database should be empty); default: start one with "
+        "tests/neo4j_harness.py for the run",
+    )
+    neo4j.add_argument("--neo4j-user", default="neo4j")
+    neo4j.add_argument(
+        "--neo4j-password",
+        help="with --neo4j-uri; default: $PERSONA_NEO4J_PASSWORD, else none (no auth)",
+    )
+    neo4j.add_argument("--neo4j-database", default="neo4j")
     args = parser.parse_args(argv)
     exit_on_sigterm()
 
