@@ -77,8 +77,8 @@ class RecallService:
 
     async def recall(self, q: RecallQuery) -> RecallOutcome:
         t = self._tuning
-        if not await self._store.users.exists(q.user):
-            return RecallOutcome(results=[], context_block="")
+        # No existence check first: an unknown user simply has no hits, and on a networked store
+        # every saved round trip is latency.
         query_vec = await self._embedder.embed([q.query])
         depth = max(t.candidates, q.max_results * 3)
         time_filter = self._time_filter(q)
