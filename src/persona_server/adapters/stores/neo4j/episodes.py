@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from neo4j import AsyncManagedTransaction
 
+from persona_server.adapters.stores.batch_plan import StoredSource, plan_batch
 from persona_server.adapters.stores.neo4j.cascade import detach_episodes
 from persona_server.adapters.stores.neo4j.chain import ChainEdit
 from persona_server.adapters.stores.neo4j.changes import ChangeLog
@@ -34,9 +34,7 @@ from persona_server.domain.models import (
 )
 from persona_server.ports.graph_store import (
     EpisodeWriteResult,
-    SourceConflictError,
     Vectors,
-    WriteOutcome,
 )
 
 _KNOWN_SOURCES = """
@@ -108,16 +106,6 @@ RETURN m.tenant AS tenant, m.user_id AS user_id, """
 )
 
 
-@dataclass
-class _Known:
-    """A source id's state as the batch sees it: stored before, or created earlier in it."""
-
-    episode_id: str
-    text: str
-    seq: int
-    pending: int | None = None  # index into the batch's inserts while only a pending insert
-
-
 class Neo4jEpisodeOps:
     def __init__(self, conn: Connection, dimension: int = 0) -> None:
         self._conn = conn
@@ -150,51 +138,20 @@ class Neo4jEpisodeOps:
         head = await lock_user(tx, user, now, create=True)
         assert head is not None
         base = user_params(user)
-        known: dict[str, _Known] = {}
         sources = sorted({ep.source_id for ep in episodes})
-        for r in await rows(tx, _KNOWN_SOURCES, {**base, "source_ids": sources}):
-            known[r["source_id"]] = _Known(r["id"], r["text"], r["seq"])
-
-        next_seq = head.episode_seq
-        inserts: list[tuple[Episode, int]] = []  # (episode, batch row of its vector)
-        replaces: dict[str, tuple[Episode, int]] = {}  # by episode id, last one wins
-        results: list[EpisodeWriteResult] = []
-        conflicts: list[str] = []
-        for i, ep in enumerate(episodes):
-            seen = known.get(ep.source_id)
-            if seen is None:
-                next_seq += 1
-                stored = ep.model_copy(update={"seq": next_seq})
-                known[ep.source_id] = _Known(ep.id, ep.text, next_seq, len(inserts))
-                inserts.append((stored, i))
-                results.append(EpisodeWriteResult(ep.source_id, ep.id, WriteOutcome.CREATED))
-            elif seen.text == ep.text:
-                results.append(
-                    EpisodeWriteResult(ep.source_id, seen.episode_id, WriteOutcome.UNCHANGED)
-                )
-            elif not replace:
-                conflicts.append(ep.source_id)
-            else:
-                stored = ep.model_copy(
-                    update={
-                        "id": seen.episode_id,
-                        "seq": seen.seq,
-                        "extraction": ExtractionStatus(updated_at=now),
-                    }
-                )
-                seen.text = ep.text
-                if seen.pending is not None:
-                    # Created earlier in this same batch: the insert simply takes the new version.
-                    inserts[seen.pending] = (stored, i)
-                else:
-                    replaces[seen.episode_id] = (stored, i)
-                results.append(
-                    EpisodeWriteResult(ep.source_id, seen.episode_id, WriteOutcome.REPLACED)
-                )
-        if conflicts:
-            # Raised inside the transaction function: the driver rolls everything back (the
-            # user node included) and does not retry, since this is not a driver error.
-            raise SourceConflictError(list(dict.fromkeys(conflicts)))
+        stored = {
+            r["source_id"]: StoredSource(r["id"], r["text"], r["seq"])
+            for r in await rows(tx, _KNOWN_SOURCES, {**base, "source_ids": sources})
+        }
+        # A conflict raises inside the transaction function: the driver rolls everything back
+        # (the user node included) and does not retry, since this is not a driver error.
+        plan = plan_batch(episodes, stored, head.episode_seq, replace=replace, now=now)
+        inserts, replaces, results, next_seq = (
+            plan.inserts,
+            plan.replaces,
+            plan.results,
+            plan.next_seq,
+        )
 
         changes = ChangeLog(head.change_seq, now)
         chain = ChainEdit(user)

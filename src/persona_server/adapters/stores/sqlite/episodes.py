@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from persona_server.adapters.stores.batch_plan import StoredSource, plan_batch
 from persona_server.adapters.stores.sqlite.cascade import detach_episode
 from persona_server.adapters.stores.sqlite.changes import ChangeLog
 from persona_server.adapters.stores.sqlite.codec import (
@@ -39,26 +39,13 @@ from persona_server.domain.models import (
 )
 from persona_server.ports.graph_store import (
     EpisodeWriteResult,
-    SourceConflictError,
     Vectors,
-    WriteOutcome,
 )
 
 UPSERT_VECTOR = (
     "INSERT INTO vectors (memory_rowid, vector) VALUES (?, ?) "
     "ON CONFLICT (memory_rowid) DO UPDATE SET vector = excluded.vector"
 )
-
-
-@dataclass
-class _Known:
-    """A source id's state as the batch sees it: stored before, or created earlier in it."""
-
-    episode_id: str
-    text: str
-    seq: int
-    rowid: int | None  # None while it is only a pending insert of this batch
-    pending: int | None = None  # index into the batch's inserts
 
 
 def vector_row(params: dict[str, Any], vector: npt.NDArray[np.float32] | None) -> VectorRow:
@@ -109,7 +96,8 @@ class SqliteEpisodeOps:
         now: datetime,
     ) -> tuple[list[EpisodeWriteResult], Change]:
         key = ensure_user_key(conn, user)
-        known: dict[str, _Known] = {}
+        stored: dict[str, StoredSource] = {}
+        rowids: dict[str, int] = {}  # source id -> row of the stored episode
         for chunk in chunks(list({ep.source_id for ep in episodes})):
             marks = ",".join("?" * len(chunk))
             for rowid, mid, sid, text, seq in conn.execute(
@@ -117,47 +105,18 @@ class SqliteEpisodeOps:
                 f"WHERE user_key = ? AND source_id IN ({marks})",
                 [key, *chunk],
             ):
-                known[sid] = _Known(mid, text, seq, rowid)
+                stored[sid] = StoredSource(mid, text, seq)
+                rowids[sid] = rowid
 
-        (next_seq,) = conn.execute("SELECT episode_seq FROM users WHERE key = ?", (key,)).fetchone()
-        inserts: list[tuple[Episode, int]] = []  # (episode, batch row of its vector)
-        replaces: dict[str, tuple[Episode, int]] = {}  # by episode id, last one wins
-        results: list[EpisodeWriteResult] = []
-        conflicts: list[str] = []
-        for i, ep in enumerate(episodes):
-            seen = known.get(ep.source_id)
-            if seen is None:
-                next_seq += 1
-                stored = ep.model_copy(update={"seq": next_seq})
-                known[ep.source_id] = _Known(ep.id, ep.text, next_seq, None, len(inserts))
-                inserts.append((stored, i))
-                results.append(EpisodeWriteResult(ep.source_id, ep.id, WriteOutcome.CREATED))
-            elif seen.text == ep.text:
-                results.append(
-                    EpisodeWriteResult(ep.source_id, seen.episode_id, WriteOutcome.UNCHANGED)
-                )
-            elif not replace:
-                conflicts.append(ep.source_id)
-            else:
-                stored = ep.model_copy(
-                    update={
-                        "id": seen.episode_id,
-                        "seq": seen.seq,
-                        "extraction": ExtractionStatus(updated_at=now),
-                    }
-                )
-                seen.text = ep.text
-                if seen.pending is not None:
-                    # Created earlier in this same batch: the insert simply takes the new version.
-                    inserts[seen.pending] = (stored, i)
-                else:
-                    replaces[seen.episode_id] = (stored, i)
-                results.append(
-                    EpisodeWriteResult(ep.source_id, seen.episode_id, WriteOutcome.REPLACED)
-                )
-        if conflicts:
-            # Raised inside the transaction, so the rollback also undoes the user row.
-            raise SourceConflictError(list(dict.fromkeys(conflicts)))
+        (last_seq,) = conn.execute("SELECT episode_seq FROM users WHERE key = ?", (key,)).fetchone()
+        # A conflict raises inside the transaction, so the rollback also undoes the user row.
+        plan = plan_batch(episodes, stored, last_seq, replace=replace, now=now)
+        inserts, replaces, results, next_seq = (
+            plan.inserts,
+            plan.replaces,
+            plan.results,
+            plan.next_seq,
+        )
 
         changes = ChangeLog(conn, key, now)
         upserts: list[VectorRow] = []
@@ -178,8 +137,7 @@ class SqliteEpisodeOps:
                 changes.add(ChangeKind.ADDED, p["id"], MemoryType.EPISODE)
                 upserts.append(vector_row(p, vecs[i]))
         for episode_id, (ep, i) in replaces.items():
-            rowid = known[ep.source_id].rowid
-            assert rowid is not None
+            rowid = rowids[ep.source_id]
             removals.extend(detach_episode(conn, key, rowid, changes))
             p = memory_params(key, ep)
             conn.execute(UPDATE_MEMORY, p)

@@ -1,0 +1,89 @@
+"""Idempotent ingest by source id, decided once for every store.
+
+Given what a store already holds for the batch's source ids, `plan_batch` classifies each
+episode as created, unchanged or replaced (or collects the conflicts), assigns ingest sequence
+numbers, and collapses repeats of one source id inside the batch. Stores only execute the plan,
+so the SQLite and Neo4j adapters cannot drift apart on these rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from persona_server.domain.models import Episode, ExtractionStatus
+from persona_server.ports.graph_store import EpisodeWriteResult, SourceConflictError, WriteOutcome
+
+
+@dataclass(frozen=True)
+class StoredSource:
+    """An episode the store already holds for a source id."""
+
+    episode_id: str
+    text: str
+    seq: int
+
+
+@dataclass
+class _Seen:
+    episode_id: str
+    text: str
+    seq: int
+    pending: int | None = None  # index into `inserts` while only a pending insert of the batch
+
+
+@dataclass
+class BatchPlan:
+    inserts: list[tuple[Episode, int]] = field(default_factory=list)  # (episode, vector row)
+    # By episode id, the last version in the batch wins; the source id maps back to the store.
+    replaces: dict[str, tuple[Episode, int]] = field(default_factory=dict)
+    results: list[EpisodeWriteResult] = field(default_factory=list)
+    next_seq: int = 0  # the user's ingest sequence after the batch
+
+
+def plan_batch(
+    episodes: Sequence[Episode],
+    stored: Mapping[str, StoredSource],
+    last_seq: int,
+    *,
+    replace: bool,
+    now: datetime,
+) -> BatchPlan:
+    """Raises `SourceConflictError` (for the whole batch) on other text without `replace`."""
+    seen = {sid: _Seen(s.episode_id, s.text, s.seq) for sid, s in stored.items()}
+    plan = BatchPlan(next_seq=last_seq)
+    conflicts: list[str] = []
+    for i, ep in enumerate(episodes):
+        known = seen.get(ep.source_id)
+        if known is None:
+            plan.next_seq += 1
+            seen[ep.source_id] = _Seen(ep.id, ep.text, plan.next_seq, len(plan.inserts))
+            plan.inserts.append((ep.model_copy(update={"seq": plan.next_seq}), i))
+            plan.results.append(EpisodeWriteResult(ep.source_id, ep.id, WriteOutcome.CREATED))
+        elif known.text == ep.text:
+            plan.results.append(
+                EpisodeWriteResult(ep.source_id, known.episode_id, WriteOutcome.UNCHANGED)
+            )
+        elif not replace:
+            conflicts.append(ep.source_id)
+        else:
+            version = ep.model_copy(
+                update={
+                    "id": known.episode_id,
+                    "seq": known.seq,
+                    "extraction": ExtractionStatus(updated_at=now),
+                }
+            )
+            known.text = ep.text
+            if known.pending is not None:
+                # Created earlier in this same batch: the insert simply takes the new version.
+                plan.inserts[known.pending] = (version, i)
+            else:
+                plan.replaces[known.episode_id] = (version, i)
+            plan.results.append(
+                EpisodeWriteResult(ep.source_id, known.episode_id, WriteOutcome.REPLACED)
+            )
+    if conflicts:
+        raise SourceConflictError(list(dict.fromkeys(conflicts)))
+    return plan
