@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry import metrics
 
@@ -131,6 +131,32 @@ def _cite(memory: Memory, episode: Episode, now: datetime, *, reinforce: bool) -
         update["mention_count"] = memory.mention_count + 1
         update["last_reinforced_at"] = now
     return memory.model_copy(update=update)
+
+
+def _origin(
+    episode: Episode, when: datetime, now: datetime, *, valid_from: datetime | None = None
+) -> dict[str, Any]:
+    """The fields every memory derived from `episode` starts with: its time and provenance."""
+    return {
+        "occurred_at": when,
+        "recorded_at": now,
+        "valid_from": valid_from or when,
+        "source_ids": [episode.source_id],
+        "episode_ids": [episode.id],
+        "last_reinforced_at": now,
+        "metadata": episode.metadata,
+    }
+
+
+_Keyed = TypeVar("_Keyed", Psyche, Goal)
+
+
+def _valid_by_key(current: dict[str, Memory], kind: type[_Keyed], key: str) -> _Keyed | None:
+    """The still-valid psyche or goal with this merge key, if the user has one."""
+    for memory in current.values():
+        if isinstance(memory, kind) and memory.key == key and memory.invalid_at is None:
+            return memory
+    return None
 
 
 # (episode, touched memory ids, mentioned entity ids, invalidations, the episode summary)
@@ -402,13 +428,7 @@ class ExtractionPipeline:
                     name=match.entity.name,
                     kind=match.entity.kind,
                     aliases=list(match.entity.aliases),
-                    occurred_at=when,
-                    recorded_at=now,
-                    valid_from=when,
-                    source_ids=[episode.source_id],
-                    episode_ids=[episode.id],
-                    last_reinforced_at=now,
-                    metadata=episode.metadata,
+                    **_origin(episode, when, now),
                 )
                 keep(entity, new=True)
             for name in match.names:
@@ -444,25 +464,12 @@ class ExtractionPipeline:
                 predicate=rel.predicate,
                 object_id=object_id or "",
                 object_value=object_value,
-                occurred_at=when,
-                recorded_at=now,
-                valid_from=rel.valid_from or when,
-                source_ids=[episode.source_id],
-                episode_ids=[episode.id],
-                last_reinforced_at=now,
-                metadata=episode.metadata,
+                **_origin(episode, when, now, valid_from=rel.valid_from or when),
             )
             keep(fact, new=True)
 
         for psyche in result.psyche:
-            prior = next(
-                (
-                    m
-                    for m in current.values()
-                    if isinstance(m, Psyche) and m.key == psyche.key and m.invalid_at is None
-                ),
-                None,
-            )
+            prior = _valid_by_key(current, Psyche, psyche.key)
             if prior is not None:
                 keep(_cite(prior, episode, now, reinforce=True), new=False)
                 continue
@@ -472,26 +479,13 @@ class ExtractionPipeline:
                     text=psyche.text,
                     kind=psyche.kind,
                     key=psyche.key,
-                    occurred_at=when,
-                    recorded_at=now,
-                    valid_from=when,
-                    source_ids=[episode.source_id],
-                    episode_ids=[episode.id],
-                    last_reinforced_at=now,
-                    metadata=episode.metadata,
+                    **_origin(episode, when, now),
                 ),
                 new=True,
             )
 
         for goal in result.goals:
-            prior_goal = next(
-                (
-                    m
-                    for m in current.values()
-                    if isinstance(m, Goal) and m.key == goal.key and m.invalid_at is None
-                ),
-                None,
-            )
+            prior_goal = _valid_by_key(current, Goal, goal.key)
             if prior_goal is not None:
                 updated_goal = _cite(prior_goal, episode, now, reinforce=True)
                 if goal.status != prior_goal.status:
@@ -505,13 +499,7 @@ class ExtractionPipeline:
                     status=goal.status,
                     key=goal.key,
                     due_at=goal.due_at,
-                    occurred_at=when,
-                    recorded_at=now,
-                    valid_from=when,
-                    source_ids=[episode.source_id],
-                    episode_ids=[episode.id],
-                    last_reinforced_at=now,
-                    metadata=episode.metadata,
+                    **_origin(episode, when, now),
                 ),
                 new=True,
             )
