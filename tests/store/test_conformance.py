@@ -35,6 +35,7 @@ from persona_server.ports.graph_store import (
     GraphStore,
     InvalidCursorError,
     MemoryFilter,
+    Neighbours,
     SearchHit,
     SourceConflictError,
     WriteOutcome,
@@ -222,6 +223,22 @@ async def test_chain_is_in_event_time_under_backfill(store: GraphStore, user: Us
     assert n[e30.id] == [e20.id]
     wide = await store.episodes.chain_neighbours(user, [e15.id], before=2, after=5)
     assert wide[e15.id] == [e5.id, e10.id, e20.id, e30.id]
+
+
+async def test_chain_neighbours_windows(store: GraphStore, user: UserRef) -> None:
+    """Every window size gives the chain slice around each episode, narrow or past the ends,
+    including windows wider than a store may walk in one statement."""
+    eps = [episode(f"w{i}", f"walk {i}", hours(i)) for i in range(24)]
+    await put(store, user, eps)
+    chain = await store.episodes.chain(user)
+    assert chain == [e.id for e in eps]
+    seeds = [chain[0], chain[5], chain[12], chain[23]]
+    for before, after in ((0, 0), (0, 3), (2, 0), (3, 7), (8, 8), (9, 2), (11, 14)):
+        got = await store.episodes.chain_neighbours(user, seeds, before=before, after=after)
+        for seed in seeds:
+            i = chain.index(seed)
+            expected = chain[max(i - before, 0) : i] + chain[i + 1 : i + 1 + after]
+            assert got.get(seed, []) == expected, (before, after, seed)
 
 
 async def test_equal_occurred_at_keeps_ingest_order(store: GraphStore, user: UserRef) -> None:
@@ -504,6 +521,60 @@ async def test_expand_follows_mentions_facts_and_provenance(
     assert out.get("missing", []) == []
     limited = await store.search.expand(user, [ana.id], 1)
     assert len(limited[ana.id]) == 1
+
+
+async def test_around_reads_neighbours_then_what_was_chosen(
+    store: GraphStore, user: UserRef
+) -> None:
+    """`around` = expand + chain_neighbours, then get_many of what `choose` picks from them."""
+    g = await _graph(store, user)
+    seen: list[Neighbours] = []
+
+    def choose(found: Neighbours) -> list[str]:
+        seen.append(found)
+        # every graph neighbour of the fact, the chain neighbour of e1, and one unknown id
+        return [*found.graph[g.works.id], *found.chain[g.e1.id], "missing"]
+
+    found, memories = await store.search.around(
+        user,
+        graph_seeds=[g.works.id, g.likes.id],
+        graph_limit=10,
+        episode_seeds=[g.e1.id],
+        before=1,
+        after=1,
+        choose=choose,
+    )
+    assert seen and seen[-1] == found
+    assert found.graph == await store.search.expand(user, [g.works.id, g.likes.id], 10)
+    assert found.chain == await store.episodes.chain_neighbours(user, [g.e1.id])
+    assert found.chain[g.e1.id] == [g.e2.id]
+    assert set(memories) == {g.ana.id, g.acme.id, g.e2.id}
+    assert memories[g.e2.id].text == g.e2.text
+
+    # nothing to expand: still one fetch of what is chosen; another user sees nothing
+    found, memories = await store.search.around(
+        user,
+        graph_seeds=[],
+        graph_limit=10,
+        episode_seeds=[],
+        before=2,
+        after=2,
+        choose=lambda _: [g.e1.id],
+    )
+    assert found == Neighbours(graph={}, chain={})
+    assert list(memories) == [g.e1.id]
+    other = new_user("someone-else")
+    found, memories = await store.search.around(
+        other,
+        graph_seeds=[g.works.id],
+        graph_limit=10,
+        episode_seeds=[g.e1.id],
+        before=1,
+        after=1,
+        choose=lambda f: [g.e1.id, *f.graph.get(g.works.id, [])],
+    )
+    assert found.graph.get(g.works.id, []) == [] and found.chain.get(g.e1.id, []) == []
+    assert memories == {}
 
 
 async def test_find_entities_by_normalised_name_or_alias(store: GraphStore, user: UserRef) -> None:

@@ -24,9 +24,9 @@ from neo4j import Driver, GraphDatabase
 
 from persona_server.adapters.stores.neo4j import Neo4jGraphStore
 from persona_server.adapters.stores.neo4j import search as search_module
-from persona_server.adapters.stores.neo4j.schema import TEXT_INDEX, VECTOR_INDEX
+from persona_server.adapters.stores.neo4j.schema import SCHEMA_VERSION, TEXT_INDEX, VECTOR_INDEX
 from persona_server.domain.models import UserRef
-from persona_server.ports.graph_store import DerivedWrite, MemoryFilter
+from persona_server.ports.graph_store import PROVENANCE_LIMIT, DerivedWrite, MemoryFilter
 from tests.neo4j_plugin import Neo4jTarget
 
 from .conftest import neo4j_store
@@ -269,6 +269,40 @@ async def test_schema_is_created_idempotently_and_recreated(
         assert len(await again.search.text(user, "river", 5, NO_FILTER)) == 1
     finally:
         await again.close()
+
+
+async def test_upgrade_from_version_1_marks_provenance_links(
+    neo: Neo4jGraphStore, cypher: Driver, target: Neo4jTarget
+) -> None:
+    """A database written before provenance links carried their order (schema version 1) is
+    brought up to date at start-up, and reads find its provenance again."""
+    user = new_user()
+    eps = [episode(f"u{i}", f"met Ana {i}", hours(i)) for i in range(PROVENANCE_LIMIT + 3)]
+    await put(neo, user, eps)
+    ana = entity("Ana", kind="person")
+    await neo.memories.write_derived(
+        user, *(DerivedWrite(e.id, [ana], by_id([ana], units(1))) for e in eps)
+    )
+    before = (await neo.memories.get_many(user, [ana.id]))[ana.id]
+    assert before.episode_ids == [e.id for e in eps[:PROVENANCE_LIMIT]]
+
+    q(
+        cypher,
+        target,
+        "MATCH ()-[r:DERIVED_FROM]->() REMOVE r.tenant, r.user_id, r.memory_id, r.seq",
+    )
+    q(cypher, target, "MATCH (m:PersonaMeta {key: 'store'}) SET m.schema_version = 1")
+    assert (await neo.memories.get_many(user, [ana.id]))[ana.id].episode_ids == []
+
+    again = await opened(target)
+    try:
+        after = (await again.memories.get_many(user, [ana.id]))[ana.id]
+        assert after.episode_ids == before.episode_ids
+        assert after.source_ids == before.source_ids
+    finally:
+        await again.close()
+    meta = q(cypher, target, "MATCH (m:PersonaMeta {key: 'store'}) RETURN m.schema_version AS v")
+    assert meta == [{"v": SCHEMA_VERSION}]
 
 
 # --- the vector cache across servers ----------------------------------------------------------

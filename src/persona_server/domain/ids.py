@@ -23,3 +23,12 @@ def new_id(memory_type: MemoryType) -> str:
 
 def new_source_id() -> str:
     return f"auto_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+
+
+_BY_PREFIX = {prefix: memory_type for memory_type, prefix in PREFIXES.items()}
+
+
+def type_of(memory_id: str) -> MemoryType | None:
+    """The type an id was minted for (`new_id`), or None for an id of another shape."""
+    prefix, sep, _ = memory_id.partition("_")
+    return _BY_PREFIX.get(prefix) if sep else None

@@ -9,7 +9,7 @@ Vectors are float32, L2-normalised, one row per memory, shape (n, dimension).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -94,6 +94,18 @@ class DerivedWrite:
     invalidate: Sequence[tuple[str, datetime]] = ()
     extraction: ExtractionStatus | None = None
     summary: str = ""  # the episode's summary from extraction; "" leaves it unchanged
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """What `SearchOps.around` found around its seeds, per seed, nearest or strongest first."""
+
+    graph: dict[str, list[str]]  # as `SearchOps.expand`
+    chain: dict[str, list[str]]  # as `EpisodeOps.chain_neighbours`
+
+
+# Given the neighbours, the ids to fetch. Pure: a store may call it again if it retries.
+FetchChoice = Callable[[Neighbours], Sequence[str]]
 
 
 class SourceConflictError(Exception):
@@ -198,6 +210,24 @@ class SearchOps(Protocol):
     ) -> dict[str, list[str]]:
         """Graph neighbours of each id: mentions (episode-entity), facts of entities,
         provenance (derived memory-episode). Chain neighbours are `EpisodeOps.chain_neighbours`."""
+        ...
+
+    async def around(
+        self,
+        user: UserRef,
+        *,
+        graph_seeds: Sequence[str],
+        graph_limit: int,
+        episode_seeds: Sequence[str],
+        before: int,
+        after: int,
+        choose: FetchChoice,
+    ) -> tuple[Neighbours, dict[str, Memory]]:
+        """Recall's second stage: the graph neighbours of `graph_seeds` (as `expand`) and the
+        chain neighbours of `episode_seeds` (as `EpisodeOps.chain_neighbours`), then the
+        memories whose ids `choose` picks once it has seen them (as `MemoryOps.get_many`).
+        A networked store does all of it in one read transaction, so one round trip and one
+        snapshot; the embedded store may read the three in turn."""
         ...
 
 

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from persona_server.domain.ids import type_of
 from persona_server.domain.models import Episode, Memory, MemoryType
 from persona_server.ports.embedder import Embedder
-from persona_server.ports.graph_store import GraphStore, MemoryFilter, SearchHit
+from persona_server.ports.graph_store import GraphStore, MemoryFilter, Neighbours, SearchHit
 from persona_server.services.commands import RecallQuery
 from persona_server.services.filtering import matches
 from persona_server.services.ingest import utcnow
@@ -78,48 +79,94 @@ class RecallService:
     async def recall(self, q: RecallQuery) -> RecallOutcome:
         t = self._tuning
         # No existence check first: an unknown user simply has no hits, and on a networked store
-        # every saved round trip is latency.
-        query_vec = await self._embedder.embed([q.query])
+        # every saved round trip is latency. Full-text needs no embedding, so it runs while the
+        # query is embedded.
         depth = max(t.candidates, q.max_results * 3)
-        time_filter = self._time_filter(q)
-        vector_hits, text_hits, time_hits = await asyncio.gather(
-            self._store.search.vector(q.user, query_vec, depth, q.filter),
+        (vector_hits, time_hits), text_hits = await asyncio.gather(
+            self._vector_channels(q, depth),
             self._store.search.text(q.user, q.query, depth, q.filter),
-            self._store.search.vector(q.user, query_vec, depth, time_filter)
-            if time_filter is not None
-            else _no_hits(),
         )
         channels: dict[str, list[ChannelHit]] = defaultdict(list)
         named = (("vector", vector_hits), ("text", text_hits), ("time", time_hits))
         for name, channel_hits in named:
             for rank, hit in enumerate(channel_hits, start=1):
                 channels[hit.memory_id].append(ChannelHit(name, rank, hit.score))
-        scores = self._fuse(
+        fused = self._fuse(
             [
                 (vector_hits, t.vector_weight),
                 (text_hits, t.text_weight),
                 (time_hits, t.time_weight),
             ]
         )
-        await self._expand(q, scores, channels)
+        wants_entities = t.entities_as_results or MemoryType.ENTITY in q.filter.types
+        # Search hits passed the store's filter; only expanded neighbours can still drop out
+        # (filtered, or invalidated), so a small margin is fetched and more only if needed.
+        fetch = q.max_results + max(q.max_results // 2, 5)
 
-        ranked = sorted(scores, key=scores.__getitem__, reverse=True)
-        memories = await self._store.memories.get_many(q.user, ranked[: q.max_results * 4])
+        def choose(found: Neighbours) -> list[str]:
+            scores, _ = self._expanded(fused, found)
+            return self._ranked(scores, wants_entities)[:fetch]
+
+        seeds = sorted(fused, key=fused.__getitem__, reverse=True)
+        # Entities are hubs: one hop from an entity reaches every episode that names it, which
+        # is noise, not association. Expansion starts from statements (episodes, facts, psyche,
+        # goals) and reaches what they came from or produced.
+        graph_seeds = [s for s in seeds if type_of(s) is not MemoryType.ENTITY][: t.graph_seeds]
+        episode_seeds = [s for s in seeds if type_of(s) is MemoryType.EPISODE][: t.temporal_seeds]
+        found, memories = await self._store.search.around(
+            q.user,
+            graph_seeds=graph_seeds if t.graph_weight else [],
+            graph_limit=t.graph_limit,
+            episode_seeds=episode_seeds if t.temporal_weight else [],
+            before=t.temporal_window,
+            after=t.temporal_window,
+            choose=choose,
+        )
+        scores, expansion_hits = self._expanded(fused, found)
+        for memory_id, hits in expansion_hits.items():
+            channels[memory_id].extend(hits)
+
+        ranked = self._ranked(scores, wants_entities)
+        fetched = fetch
         results: list[ScoredMemory] = []
-        for memory_id in ranked:
+        for i, memory_id in enumerate(ranked):
+            if i >= fetched:
+                # More dropped out than the margin allowed for: fetch the next slice.
+                fetched = i + 4 * q.max_results
+                memories = await self._store.memories.get_many(q.user, ranked[i:fetched])
             memory = memories.get(memory_id)
             # Expanded neighbours did not pass through the store's filter: check them here.
             if memory is None or not matches(memory, q.filter):
                 continue
-            if memory.type is MemoryType.ENTITY and not (
-                t.entities_as_results or MemoryType.ENTITY in q.filter.types
-            ):
+            if memory.type is MemoryType.ENTITY and not wants_entities:
                 continue
             hits = channels[memory_id] if q.explain else []
             results.append(ScoredMemory(memory, scores[memory_id], hits))
             if len(results) == q.max_results:
                 break
         return RecallOutcome(results=results, context_block=context_block(results))
+
+    async def _vector_channels(
+        self, q: RecallQuery, depth: int
+    ) -> tuple[list[SearchHit], list[SearchHit]]:
+        """The vector channel, and the one restricted to the time the query names (if any)."""
+        query_vec = await self._embedder.embed([q.query])
+        time_filter = self._time_filter(q)
+        vector_hits, time_hits = await asyncio.gather(
+            self._store.search.vector(q.user, query_vec, depth, q.filter),
+            self._store.search.vector(q.user, query_vec, depth, time_filter)
+            if time_filter is not None
+            else _no_hits(),
+        )
+        return vector_hits, time_hits
+
+    @staticmethod
+    def _ranked(scores: dict[str, float], wants_entities: bool) -> list[str]:
+        ranked = sorted(scores, key=scores.__getitem__, reverse=True)
+        if wants_entities:
+            return ranked
+        # Known from the id alone: no need to fetch a hub (and its provenance) to drop it.
+        return [i for i in ranked if type_of(i) is not MemoryType.ENTITY]
 
     def _time_filter(self, q: RecallQuery) -> MemoryFilter | None:
         """The request's filter narrowed to the time the query names, if it names one."""
@@ -155,47 +202,31 @@ class RecallService:
                     scores[hit.memory_id] += weight / (t.rrf_k + rank)
         return scores
 
-    async def _expand(
-        self,
-        q: RecallQuery,
-        scores: dict[str, float],
-        channels: dict[str, list[ChannelHit]],
-    ) -> None:
+    def _expanded(
+        self, fused: dict[str, float], found: Neighbours
+    ) -> tuple[dict[str, float], dict[str, list[ChannelHit]]]:
+        """The fused scores plus what neighbours inherit from their seeds, and the expansion's
+        channel hits. Pure: `choose` runs it inside the store's read, the caller again after."""
         t = self._tuning
-        seeds = sorted(scores, key=scores.__getitem__, reverse=True)
-        # Entities are hubs: one hop from an entity reaches every episode that names it, which
-        # is noise, not association. Expansion starts from statements (episodes, facts, psyche,
-        # goals) and reaches what they came from or produced.
-        graph_seeds = [s for s in seeds if not s.startswith("en_")][: t.graph_seeds]
-        if not t.graph_weight:
-            graph_seeds = []
-        episode_seeds = [s for s in seeds if s.startswith("ep_")][: t.temporal_seeds]
-        if not t.temporal_weight:
-            episode_seeds = []
-        window = t.temporal_window
-        graph, chain = await asyncio.gather(
-            self._store.search.expand(q.user, graph_seeds, t.graph_limit),
-            self._store.episodes.chain_neighbours(
-                q.user, episode_seeds, before=window, after=window
-            ),
-        )
-        base = dict(scores)
+        scores = dict(fused)
+        channels: dict[str, list[ChannelHit]] = defaultdict(list)
         for name, weight, neighbours in (
-            ("graph", t.graph_weight, graph),
-            ("temporal", t.temporal_weight, chain),
+            ("graph", t.graph_weight, found.graph),
+            ("temporal", t.temporal_weight, found.chain),
         ):
             # A neighbour inherits from its best seed only: a hub next to many hits must not
             # pile up score from all of them.
             inherited: dict[str, float] = {}
-            for seed, found in neighbours.items():
-                for neighbour in found:
-                    gain = weight * base.get(seed, 0.0)
+            for seed, near in neighbours.items():
+                for neighbour in near:
+                    gain = weight * fused.get(seed, 0.0)
                     if gain > inherited.get(neighbour, 0.0):
                         inherited[neighbour] = gain
             ordered = sorted(inherited, key=inherited.__getitem__, reverse=True)
             for rank, memory_id in enumerate(ordered, start=1):
-                scores[memory_id] += inherited[memory_id]
+                scores[memory_id] = scores.get(memory_id, 0.0) + inherited[memory_id]
                 channels[memory_id].append(ChannelHit(name, rank, inherited[memory_id]))
+        return scores, channels
 
 
 def context_block(results: list[ScoredMemory]) -> str:

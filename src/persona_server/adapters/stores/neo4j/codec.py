@@ -74,13 +74,18 @@ MEMORY_PROJECTION = (
 
 # Provenance of `m`: the first `$prov_limit` episodes ingested (the port's PROVENANCE_LIMIT;
 # `seq` is the user's ingest order), listed in chain order. Pass `read_params()`. Expects `m`
-# bound; yields prov_ids, prov_sources. DERIVED_FROM only ever points at episodes; no label on
-# `e` keeps the plan an expansion. It reads every DERIVED_FROM of `m`: O(citations) for a hub.
+# bound; yields prov_ids, prov_sources. Each DERIVED_FROM carries its memory's id and its
+# episode's seq (derived.py), and the `persona_provenance_order` index on them hands over the
+# first links in order: O(limit) even for a hub that thousands of episodes cite. The hint keeps
+# the planner from walking the index from its start instead.
 PROVENANCE_SUBQUERY = """
 CALL (m) {
-    OPTIONAL MATCH (m)-[:DERIVED_FROM]->(e)
-    WHERE e.tenant = $tenant AND e.user_id = $user_id
-    WITH e ORDER BY e.seq
+    WITH m.id AS mid
+    MATCH ()-[r:DERIVED_FROM]->(e)
+    USING INDEX r:DERIVED_FROM(tenant, user_id, memory_id, seq)
+    WHERE r.tenant = $tenant AND r.user_id = $user_id AND r.memory_id = mid AND r.seq IS NOT NULL
+      AND e.tenant = $tenant AND e.user_id = $user_id
+    WITH e ORDER BY r.tenant, r.user_id, r.memory_id, r.seq
     LIMIT $prov_limit
     WITH e ORDER BY e.chain_at, e.seq
     RETURN collect(e.id) AS prov_ids, collect(e.source_id) AS prov_sources

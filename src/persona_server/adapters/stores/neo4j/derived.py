@@ -67,7 +67,8 @@ UNWIND $links AS link
 MATCH (m:Memory {tenant: $tenant, user_id: $user_id, id: link.m})
 MATCH (e:Memory {tenant: $tenant, user_id: $user_id, id: link.e})
 WHERE e:Episode
-MERGE (m)-[:DERIVED_FROM]->(e)
+MERGE (m)-[r:DERIVED_FROM]->(e)
+ON CREATE SET r.tenant = $tenant, r.user_id = $user_id, r.memory_id = m.id, r.seq = e.seq
 """
 
 _MENTIONS = """

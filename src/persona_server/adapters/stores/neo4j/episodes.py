@@ -63,7 +63,31 @@ WITH m, row
 CALL db.create.setNodeVectorProperty(m, 'embedding', row.embedding)
 """
 
-# Walks one NEXT hop from several episodes at once, both directions.
+# Up to `$before` / `$after` NEXT hops from several episodes at once, in one statement: the
+# chain is a list (one NEXT out and in per episode), so a bounded walk visits at most that many
+# nodes. Variable-length bounds cannot be parameters, hence the constant cap and the length test;
+# windows beyond the cap are walked hop by hop (`_HOP`).
+_WALK_CAP = 8
+_WALK = """
+UNWIND $ids AS id
+MATCH (x:Memory {tenant: $tenant, user_id: $user_id, id: id})
+WHERE x:Episode
+CALL (x) {
+    OPTIONAL MATCH p = (x)-[:NEXT*1..8]->(n)
+    WHERE length(p) <= $after AND n.tenant = $tenant AND n.user_id = $user_id
+    WITH n, length(p) AS hops ORDER BY hops
+    RETURN collect(n.id) AS next
+}
+CALL (x) {
+    OPTIONAL MATCH p = (n)-[:NEXT*1..8]->(x)
+    WHERE length(p) <= $before AND n.tenant = $tenant AND n.user_id = $user_id
+    WITH n, length(p) AS hops ORDER BY hops DESC
+    RETURN collect(n.id) AS prev
+}
+RETURN x.id AS id, prev, next
+"""
+
+# One NEXT hop from several episodes at once, both directions.
 _HOP = """
 UNWIND $ids AS id
 MATCH (x:Memory {tenant: $tenant, user_id: $user_id, id: id})
@@ -179,38 +203,7 @@ class Neo4jEpisodeOps:
         wanted = list(dict.fromkeys(episode_ids))
         if not wanted:
             return {}
-        return await self._conn.read(self._neighbours, user, wanted, max(before, 0), max(after, 0))
-
-    @staticmethod
-    async def _neighbours(
-        tx: AsyncManagedTransaction, user: UserRef, wanted: list[str], before: int, after: int
-    ) -> dict[str, list[str]]:
-        """Follows NEXT one hop per round trip for all ids at once (Recall asks for one hop)."""
-        base = user_params(user)
-        found = await rows(tx, _HOP, {**base, "ids": wanted})
-        first = {r["id"]: r for r in found}
-        prev: dict[str, list[str]] = {}
-        nxt: dict[str, list[str]] = {}
-        for episode_id in wanted:
-            r = first.get(episode_id)
-            if r is None:
-                continue
-            prev[episode_id] = [r["prev"]] if before and r["prev"] else []
-            nxt[episode_id] = [r["next"]] if after and r["next"] else []
-        for hop in range(1, max(before, after)):
-            # Only paths that got a neighbour at every hop so far can grow further.
-            frontier = {p[-1] for p in prev.values() if len(p) == hop and hop < before}
-            frontier |= {n[-1] for n in nxt.values() if len(n) == hop and hop < after}
-            if not frontier:
-                break
-            step = {r["id"]: r for r in await rows(tx, _HOP, {**base, "ids": sorted(frontier)})}
-            for p in prev.values():
-                if len(p) == hop and hop < before and (r := step.get(p[-1])) and r["prev"]:
-                    p.append(r["prev"])
-            for n in nxt.values():
-                if len(n) == hop and hop < after and (r := step.get(n[-1])) and r["next"]:
-                    n.append(r["next"])
-        return {e: list(reversed(prev[e])) + nxt[e] for e in prev}
+        return await self._conn.read(neighbours, user, wanted, max(before, 0), max(after, 0))
 
     async def chain(self, user: UserRef) -> list[str]:
         async def work(tx: AsyncManagedTransaction) -> list[str]:
@@ -240,6 +233,41 @@ class Neo4jEpisodeOps:
             assert isinstance(memory, Episode)
             out.append((UserRef(tenant=r["tenant"], user_id=r["user_id"]), memory))
         return out
+
+
+async def neighbours(
+    tx: AsyncManagedTransaction, user: UserRef, wanted: list[str], before: int, after: int
+) -> dict[str, list[str]]:
+    """`chain_neighbours` inside a transaction (ids unique, windows not negative)."""
+    base = user_params(user)
+    if max(before, after) <= _WALK_CAP:
+        params = {**base, "ids": wanted, "before": before, "after": after}
+        return {r["id"]: [*r["prev"], *r["next"]] for r in await rows(tx, _WALK, params)}
+    # A wide window: one NEXT hop per statement for all ids at once.
+    found = await rows(tx, _HOP, {**base, "ids": wanted})
+    first = {r["id"]: r for r in found}
+    prev: dict[str, list[str]] = {}
+    nxt: dict[str, list[str]] = {}
+    for episode_id in wanted:
+        r = first.get(episode_id)
+        if r is None:
+            continue
+        prev[episode_id] = [r["prev"]] if before and r["prev"] else []
+        nxt[episode_id] = [r["next"]] if after and r["next"] else []
+    for hop in range(1, max(before, after)):
+        # Only paths that got a neighbour at every hop so far can grow further.
+        frontier = {p[-1] for p in prev.values() if len(p) == hop and hop < before}
+        frontier |= {n[-1] for n in nxt.values() if len(n) == hop and hop < after}
+        if not frontier:
+            break
+        step = {r["id"]: r for r in await rows(tx, _HOP, {**base, "ids": sorted(frontier)})}
+        for p in prev.values():
+            if len(p) == hop and hop < before and (r := step.get(p[-1])) and r["prev"]:
+                p.append(r["prev"])
+        for n in nxt.values():
+            if len(n) == hop and hop < after and (r := step.get(n[-1])) and r["next"]:
+                n.append(r["next"])
+    return {e: list(reversed(prev[e])) + nxt[e] for e in prev}
 
 
 def status_params(episode_id: str, status: ExtractionStatus) -> dict[str, Any]:

@@ -111,6 +111,17 @@ MATCH (m:Episode {tenant: $tenant, user_id: $user_id, source_id: key})
 _MIN_US = -(2**63)
 
 
+async def fetch(
+    tx: AsyncManagedTransaction, user: UserRef, ids: Sequence[str]
+) -> dict[str, Memory]:
+    """`get_many` inside a transaction."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    found = await rows(tx, _GET_MANY, {**read_params(user), "ids": wanted})
+    return {m.id: m for m in map(record_to_memory, found)}
+
+
 class Neo4jMemoryOps:
     def __init__(self, conn: Connection, dimension: int = 0) -> None:
         self._conn = conn
@@ -120,11 +131,7 @@ class Neo4jMemoryOps:
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
-
-        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
-            return await rows(tx, _GET_MANY, {**read_params(user), "ids": wanted})
-
-        return {m.id: m for m in map(record_to_memory, await self._conn.read(work))}
+        return await self._conn.read(fetch, user, wanted)
 
     async def list_page(
         self, user: UserRef, *, filter: MemoryFilter, limit: int, cursor: str

@@ -23,7 +23,9 @@ from persona_server.adapters.stores.neo4j.driver import Connection, rows
 from persona_server.adapters.stores.sqlite.codec import to_us
 from persona_server.ports.graph_store import EmbeddingMismatchError, StoreUnavailableError
 
-SCHEMA_VERSION = 1
+# 2: DERIVED_FROM relationships carry tenant, user_id, memory_id and the episode's seq.
+SCHEMA_VERSION = 2
+_MIGRATION_BATCH = 10_000
 VECTOR_INDEX = "persona_memory_embedding"
 TEXT_INDEX = "persona_memory_text"
 
@@ -57,6 +59,9 @@ INDEXES: tuple[LiteralString, ...] = (
     "FOR (f:Fact) ON (f.tenant, f.user_id, f.subject_id)",
     "CREATE INDEX persona_fact_object IF NOT EXISTS "
     "FOR (f:Fact) ON (f.tenant, f.user_id, f.object_id)",
+    # A memory's first provenance links in ingest order (codec.PROVENANCE_SUBQUERY).
+    "CREATE INDEX persona_provenance_order IF NOT EXISTS "
+    "FOR ()-[r:DERIVED_FROM]-() ON (r.tenant, r.user_id, r.memory_id, r.seq)",
     # `owner` beside the text lets a Lucene query stay inside one user (see search.py).
     "CREATE FULLTEXT INDEX persona_memory_text IF NOT EXISTS "
     "FOR (m:Memory) ON EACH [m.search_text, m.owner] "
@@ -76,6 +81,21 @@ ON CREATE SET meta.embedding_model = $model, meta.embedding_dimension = $dimensi
               meta.schema_version = $version, meta.created_at = $now
 RETURN meta.embedding_model AS model, meta.embedding_dimension AS dimension,
        meta.schema_version AS version
+"""
+
+# Version 1 -> 2, a batch at a time (one managed transaction each), until nothing is left.
+_MARK_PROVENANCE = """
+MATCH (m:Memory)-[r:DERIVED_FROM]->(e)
+WHERE r.seq IS NULL AND e.seq IS NOT NULL
+WITH m, r, e LIMIT $batch
+SET r.tenant = m.tenant, r.user_id = m.user_id, r.memory_id = m.id, r.seq = e.seq
+RETURN count(*) AS marked
+"""
+
+_SET_VERSION = """
+MATCH (meta:PersonaMeta {key: 'store'})
+WHERE meta.schema_version < $version
+SET meta.schema_version = $version
 """
 
 _INDEX_DEFINITIONS = """
@@ -116,7 +136,7 @@ async def _create(conn: Connection, statement: LiteralString, params: dict[str, 
 async def ensure_schema(conn: Connection, *, model: str, dimension: int) -> None:
     for statement in CONSTRAINTS:
         await _create(conn, statement, {})
-    await check_meta(conn, model=model, dimension=dimension)
+    version = await check_meta(conn, model=model, dimension=dimension)
     if await _text_index_outdated(conn):
         # Derived data: an index from an older layout is dropped and built again from the nodes.
         await conn.schema(_DROP_TEXT_INDEX, {})
@@ -125,9 +145,29 @@ async def ensure_schema(conn: Connection, *, model: str, dimension: int) -> None
     await _create(conn, VECTOR_INDEX_DDL, {"dimension": dimension})
     await _check_vector_index(conn, model=model, dimension=dimension)
     await _await_indexes(conn)
+    if version < SCHEMA_VERSION:
+        await _upgrade(conn)
 
 
-async def check_meta(conn: Connection, *, model: str, dimension: int) -> None:
+async def _upgrade(conn: Connection) -> None:
+    """Bring data written by an older server to the current layout. Every step is idempotent,
+    so replicas starting together, or a start interrupted half way, are harmless."""
+
+    async def mark(tx: AsyncManagedTransaction) -> int:
+        return int((await rows(tx, _MARK_PROVENANCE, {"batch": _MIGRATION_BATCH}))[0]["marked"])
+
+    while await conn.write(mark):
+        pass
+
+    async def done(tx: AsyncManagedTransaction) -> None:
+        await (await tx.run(_SET_VERSION, {"version": SCHEMA_VERSION})).consume()
+
+    await conn.write(done)
+
+
+async def check_meta(conn: Connection, *, model: str, dimension: int) -> int:
+    """Check the stored embedding model and layout; return the stored schema version."""
+
     async def work(tx: AsyncManagedTransaction) -> dict[str, Any]:
         params = {
             "model": model,
@@ -152,6 +192,7 @@ async def check_meta(conn: Connection, *, model: str, dimension: int) -> None:
             f"(dimension {dimension}); configure {stored_model!r} again, or use another "
             "database and re-ingest"
         )
+    return version
 
 
 async def _index_definitions(conn: Connection) -> dict[str, dict[str, Any]]:

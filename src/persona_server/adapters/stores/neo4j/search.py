@@ -36,13 +36,21 @@ from neo4j import AsyncManagedTransaction
 
 from persona_server.adapters.stores.neo4j.codec import owner_token, user_params
 from persona_server.adapters.stores.neo4j.driver import Connection, rows
+from persona_server.adapters.stores.neo4j.episodes import neighbours
 from persona_server.adapters.stores.neo4j.filters import FILTER, filter_params
+from persona_server.adapters.stores.neo4j.memories import fetch
 from persona_server.adapters.stores.neo4j.schema import TEXT_INDEX, VECTOR_INDEX
 from persona_server.adapters.stores.neo4j.vectors import VectorCache
 from persona_server.adapters.stores.sqlite.search import STOP_WORDS
 from persona_server.adapters.stores.sqlite.vectors import prepare_query
-from persona_server.domain.models import MemoryType, UserRef
-from persona_server.ports.graph_store import MemoryFilter, SearchHit, Vectors
+from persona_server.domain.models import Memory, MemoryType, UserRef
+from persona_server.ports.graph_store import (
+    FetchChoice,
+    MemoryFilter,
+    Neighbours,
+    SearchHit,
+    Vectors,
+)
 
 # Runs of letters and digits: the only characters a term may carry into a Lucene query.
 _TOKEN = re.compile(r"[^\W_]+")
@@ -232,24 +240,54 @@ class Neo4jSearchOps:
         wanted = list(dict.fromkeys(memory_ids))
         if limit <= 0 or not wanted:
             return {}
+        return await self._conn.read(_expand, user, wanted, limit)
 
-        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
-            return await rows(tx, _EXPAND, {**user_params(user), "ids": wanted, "limit": limit})
+    async def around(
+        self,
+        user: UserRef,
+        *,
+        graph_seeds: Sequence[str],
+        graph_limit: int,
+        episode_seeds: Sequence[str],
+        before: int,
+        after: int,
+        choose: FetchChoice,
+    ) -> tuple[Neighbours, dict[str, Memory]]:
+        graph_ids = list(dict.fromkeys(graph_seeds)) if graph_limit > 0 else []
+        episode_ids = list(dict.fromkeys(episode_seeds))
 
-        out: dict[str, list[str]] = {}
-        for r in await self._conn.read(work):
-            memory_id, mtype = r["id"], r["type"]
-            # Same neighbour kinds and priority as the embedded store.
-            if mtype == MemoryType.EPISODE.value:
-                found = [*r["mentioned"], *r["derived"]]
-            elif mtype == MemoryType.ENTITY.value:
-                found = [*r["facts"], *r["mentioning"], *r["sources"]]
-            elif mtype == MemoryType.FACT.value:
-                found = [*r["ends"], *r["sources"]]
-            else:
-                found = list(r["sources"])
-            out[memory_id] = [n for n in dict.fromkeys(found) if n != memory_id][:limit]
-        return out
+        async def work(tx: AsyncManagedTransaction) -> tuple[Neighbours, dict[str, Memory]]:
+            # Statements of one transaction run in turn; what saves time is one transaction
+            # (one begin and commit) and no second trip for the fetch.
+            graph = await _expand(tx, user, graph_ids, graph_limit) if graph_ids else {}
+            chain = (
+                await neighbours(tx, user, episode_ids, max(before, 0), max(after, 0))
+                if episode_ids
+                else {}
+            )
+            found = Neighbours(graph=graph, chain=chain)
+            return found, await fetch(tx, user, choose(found))
+
+        return await self._conn.read(work)
+
+
+async def _expand(
+    tx: AsyncManagedTransaction, user: UserRef, wanted: list[str], limit: int
+) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in await rows(tx, _EXPAND, {**user_params(user), "ids": wanted, "limit": limit}):
+        memory_id, mtype = r["id"], r["type"]
+        # Same neighbour kinds and priority as the embedded store.
+        if mtype == MemoryType.EPISODE.value:
+            found = [*r["mentioned"], *r["derived"]]
+        elif mtype == MemoryType.ENTITY.value:
+            found = [*r["facts"], *r["mentioning"], *r["sources"]]
+        elif mtype == MemoryType.FACT.value:
+            found = [*r["ends"], *r["sources"]]
+        else:
+            found = list(r["sources"])
+        out[memory_id] = [n for n in dict.fromkeys(found) if n != memory_id][:limit]
+    return out
 
 
 async def _text(tx: AsyncManagedTransaction, params: dict[str, Any], k: int) -> list[SearchHit]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -15,8 +16,16 @@ from persona_server.adapters.stores.sqlite.vectors import (
     load_user_vectors,
     prepare_query,
 )
-from persona_server.domain.models import MemoryType, UserRef
-from persona_server.ports.graph_store import MemoryFilter, SearchHit, Vectors
+from persona_server.domain.models import Memory, MemoryType, UserRef
+from persona_server.ports.graph_store import (
+    EpisodeOps,
+    FetchChoice,
+    MemoryFilter,
+    MemoryOps,
+    Neighbours,
+    SearchHit,
+    Vectors,
+)
 
 # Same notion of a token as FTS5's unicode61 tokenizer: runs of letters and digits.
 _TOKEN = re.compile(r"[^\W_]+")
@@ -59,8 +68,30 @@ def fts_query(text: str) -> str | None:
 
 
 class SqliteSearchOps:
-    def __init__(self, ctx: StoreContext) -> None:
+    def __init__(self, ctx: StoreContext, episodes: EpisodeOps, memories: MemoryOps) -> None:
         self._ctx = ctx
+        self._episodes = episodes
+        self._memories = memories
+
+    async def around(
+        self,
+        user: UserRef,
+        *,
+        graph_seeds: Sequence[str],
+        graph_limit: int,
+        episode_seeds: Sequence[str],
+        before: int,
+        after: int,
+        choose: FetchChoice,
+    ) -> tuple[Neighbours, dict[str, Memory]]:
+        # Local reads: the two neighbour reads side by side on the reader pool, then the fetch;
+        # each read is consistent on its own.
+        graph, chain = await asyncio.gather(
+            self.expand(user, graph_seeds, graph_limit),
+            self._episodes.chain_neighbours(user, episode_seeds, before=before, after=after),
+        )
+        found = Neighbours(graph=graph, chain=chain)
+        return found, await self._memories.get_many(user, choose(found))
 
     async def vector(
         self, user: UserRef, query: Vectors, k: int, filter: MemoryFilter

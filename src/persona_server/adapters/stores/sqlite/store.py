@@ -50,7 +50,7 @@ class SqliteGraphStore:
         # and mypy checks those invariantly.
         self.episodes: EpisodeOps = SqliteEpisodeOps(self._ctx)
         self.memories: MemoryOps = SqliteMemoryOps(self._ctx)
-        self.search: SearchOps = SqliteSearchOps(self._ctx)
+        self.search: SearchOps = SqliteSearchOps(self._ctx, self.episodes, self.memories)
         self.users: UserOps = SqliteUserOps(self._ctx)
         self.changes: ChangeOps = SqliteChangeOps(self._db)
 
