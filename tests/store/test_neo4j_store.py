@@ -178,7 +178,19 @@ async def test_next_relationships_follow_event_time(
         replace=True,
     )
     await check()
+    # appends at the tail (the common, in-order stream), out of order inside the batch, and
+    # at the very time of the tail (ingest order breaks the tie)
+    await put(neo, user, [episode("a61", "at 61", hours(61)), episode("a60", "at 60", hours(60))])
+    await check()
+    await put(neo, user, [episode("b61", "also 61", hours(61)), episode("b62", "62", hours(62))])
+    await check()
     chain = await neo.episodes.chain(user)
+    assert [m.source_id for m in (await neo.memories.get_many(user, chain[-4:])).values()] == [
+        "a60",
+        "a61",
+        "b61",
+        "b62",
+    ]
     for i in (0, 2, len(chain) // 2, len(chain) - 1):
         n = await neo.episodes.chain_neighbours(user, [chain[i]], before=3, after=2)
         assert n[chain[i]] == chain[max(i - 3, 0) : i] + chain[i + 1 : i + 3]

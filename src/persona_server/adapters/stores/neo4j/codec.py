@@ -119,6 +119,12 @@ def meta_pairs(metadata: Mapping[str, str]) -> list[str]:
     return sorted(json.dumps([k, v], ensure_ascii=False) for k, v in metadata.items())
 
 
+def chain_at(episode: Episode) -> int:
+    """An episode's time in the chain order. Episodes without an event time still need a
+    chain position; their record time stands in."""
+    return to_us(episode.occurred_at or episode.recorded_at)
+
+
 def memory_props(user: UserRef, memory: Memory) -> dict[str, Any]:
     """Every property of the node except the vectors; absent values are None, so that
     `SET m += props` also clears what an earlier version had set."""
@@ -162,8 +168,7 @@ def memory_props(user: UserRef, memory: Memory) -> dict[str, Any]:
         props["summary"] = memory.summary
         props["source_id"] = memory.source_id
         props["seq"] = memory.seq
-        # Episodes without an event time still need a chain position; record time stands in.
-        props["chain_at"] = to_us(memory.occurred_at or memory.recorded_at)
+        props["chain_at"] = chain_at(memory)
         props["extraction"] = memory.extraction.model_dump_json()
         props["extraction_due"] = extraction_due(memory.extraction, memory.recorded_at)
     return props

@@ -12,10 +12,11 @@ from neo4j import AsyncManagedTransaction
 
 from persona_server.adapters.stores.batch_plan import StoredSource, plan_batch
 from persona_server.adapters.stores.neo4j.cascade import detach_episodes
-from persona_server.adapters.stores.neo4j.chain import ChainEdit
+from persona_server.adapters.stores.neo4j.chain import ChainEdit, append, tail
 from persona_server.adapters.stores.neo4j.changes import ChangeLog
 from persona_server.adapters.stores.neo4j.codec import (
     MEMORY_PROJECTION,
+    chain_at,
     memory_props,
     to_memory,
     user_params,
@@ -179,6 +180,14 @@ class Neo4jEpisodeOps:
 
         changes = ChangeLog(head.change_seq, now)
         chain = ChainEdit(user)
+        # New episodes have the highest seqs, so when none is earlier in event time than the
+        # current tail, the chain only grows at its end (checked before they are created).
+        in_order = sorted(inserts, key=lambda item: (chain_at(item[0]), item[0].seq))
+        appending = False
+        last: tuple[str, int] | None = None
+        if in_order and not replaces:
+            last = await tail(tx, user)
+            appending = last is None or chain_at(in_order[0][0]) >= last[1]
         if replaces:
             replaced = list(replaces)
             # The new text may carry a new time: cut the episodes out and put them back below.
@@ -192,8 +201,11 @@ class Neo4jEpisodeOps:
             await run(tx, _CREATE, {**base, "rows": rows_, "episode_seq": next_seq})
             for ep, _ in inserts:
                 changes.add(ChangeKind.ADDED, ep.id, MemoryType.EPISODE)
-        await chain.attach(tx, [ep.id for ep, _ in inserts] + list(replaces))
-        await chain.relink(tx)
+        if appending:
+            await append(tx, user, last[0] if last else None, [ep.id for ep, _ in in_order])
+        else:
+            await chain.attach(tx, [ep.id for ep, _ in inserts] + list(replaces))
+            await chain.relink(tx)
         await changes.flush(tx, user)
         return results
 
