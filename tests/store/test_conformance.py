@@ -81,11 +81,17 @@ async def test_put_batch_creates_then_is_idempotent(store: GraphStore, user: Use
     second = await put(store, user, again)
     assert [r.outcome for r in second] == [WriteOutcome.UNCHANGED] * 3
     assert [r.episode_id for r in second] == [e.id for e in eps]
+    assert [r.episode for r in second] == [None] * 3
     assert len(await store.episodes.chain(user)) == 3
 
     got = await store.memories.get_many(user, [eps[1].id])
     ep = got[eps[1].id]
     assert isinstance(ep, Episode)
+    # a result carries the version written, as a read gives it back
+    written = first[1].episode
+    assert written is not None
+    assert (written.id, written.seq, written.text) == (ep.id, ep.seq, ep.text)
+    assert written.extraction.state is ep.extraction.state
     assert ep.text == "text number 1"
     assert ep.source_ids == ["s1"]
     assert ep.episode_ids == [eps[1].id]
@@ -155,6 +161,9 @@ async def test_replace_keeps_id_and_swaps_text(store: GraphStore, user: UserRef)
     assert got.occurred_at == hours(2)
     assert got.extraction.state is ExtractionState.PENDING
     assert got.extraction.attempts == 0
+    written = res[0].episode
+    assert written is not None
+    assert (written.id, written.seq, written.text) == (ep.id, got.seq, got.text)
     assert ids(await store.search.text(user, "pumpkin", 5, NO_FILTER)) == [ep.id]
     assert await store.search.text(user, "zucchini", 5, NO_FILTER) == []
     hits = await store.search.vector(user, new_vec, 1, NO_FILTER)

@@ -61,6 +61,13 @@ async def test_get_list_delete_memory(client: AsyncPersonaClient) -> None:
         "u1", [Item(f"note number {i}", source_id=f"n{i}") for i in range(5)]
     )
     first_id = ingested.results[0].episode_id
+    # The response reports each item's extraction as it stands: done for the new ones, and
+    # as stored for a repeat that changed nothing.
+    assert {r.extraction.state for r in ingested.results} == {pb.EXTRACTION_STATE_DONE}
+    repeat = await client.ingest("u1", [Item("note number 0", source_id="n0")])
+    assert repeat.results[0].episode_id == first_id
+    assert repeat.results[0].extraction.state == pb.EXTRACTION_STATE_DONE
+    assert repeat.results[0].extraction.attempts == 1
     got = await client.get_memory("u1", first_id)
     assert got.memory.text == "note number 0"
     assert got.memory.episode.source_id == "n0"

@@ -49,6 +49,9 @@ class EpisodeWriteResult:
     source_id: str
     episode_id: str
     outcome: WriteOutcome
+    # The version now stored (its id and seq as the store assigned them) when the batch
+    # created or replaced it; None when unchanged.
+    episode: Episode | None = None
 
 
 @dataclass(frozen=True)

@@ -196,18 +196,22 @@ class ExtractionPipeline:
         """True when each episode is extracted (and written) on its own."""
         return self._per_item
 
-    async def process(self, user: UserRef, episodes: Sequence[Episode]) -> None:
-        """Extract, merge and write. Raises on failure; the caller records the failure.
+    async def process(
+        self, user: UserRef, episodes: Sequence[Episode]
+    ) -> dict[str, ExtractionStatus]:
+        """Extract, merge and write; returns the extraction status written on each episode.
+        Raises on failure; the caller records the failure.
 
         On the per-item path episodes are done in order, each written before the next starts:
         a failure leaves the earlier ones done, so callers pass one episode at a time.
         """
         if not episodes:
-            return
+            return {}
         if self.per_item:
+            written: dict[str, ExtractionStatus] = {}
             for episode in episodes:
-                await self._process_one(user, episode)
-            return
+                written.update(await self._process_one(user, episode))
+            return written
         now = self._clock()
         first = [await self._extract(e, ()) for e in episodes]
         existing = await self._lookup(user, episodes, first)
@@ -220,9 +224,9 @@ class ExtractionPipeline:
             matches = self._resolve(episode, result, current)
             merged = self._merge(user, episode, result, existing, overlay, now, matches)
             writes.append((episode, *merged, result.summary))
-        await self._write(user, overlay, writes, now)
+        return await self._write(user, overlay, writes, now)
 
-    async def _process_one(self, user: UserRef, episode: Episode) -> None:
+    async def _process_one(self, user: UserRef, episode: Episode) -> dict[str, ExtractionStatus]:
         now = self._clock()
         scope: AbstractContextManager[ItemUsage | None] = (
             self._item_scope(user) if self._item_scope is not None else nullcontext(None)
@@ -237,13 +241,14 @@ class ExtractionPipeline:
             matches = self._resolve(episode, result, existing)
             matches = await self._settle_ambiguous(episode, matches, existing)
             write = self._merge(user, episode, result, existing, overlay, now, matches)
-        await self._write(user, overlay, [(episode, *write, result.summary)], now)
+        written = await self._write(user, overlay, [(episode, *write, result.summary)], now)
         calls = usage.calls if usage is not None else 0
         self.stats.add(calls)
         _calls_per_item.record(calls, {"extractor": self._extractor.name})
         log.debug(
             "extracted", extra={"episode_id": episode.id, "llm_calls": calls, "user": user.user_id}
         )
+        return written
 
     async def _gather_context(self, user: UserRef, episode: Episode) -> list[Memory]:
         """The user's existing derived memories most related to the episode, best first: the
@@ -322,7 +327,7 @@ class ExtractionPipeline:
 
     async def _write(
         self, user: UserRef, overlay: _Overlay, writes: Sequence[_Write], now: datetime
-    ) -> None:
+    ) -> dict[str, ExtractionStatus]:
         new_ids = [i for i in overlay.by_id if i in overlay.created]
         vectors = await self._embedder.embed([overlay.by_id[i].text for i in new_ids])
         row = {memory_id: vectors[i] for i, memory_id in enumerate(new_ids)}
@@ -344,6 +349,7 @@ class ExtractionPipeline:
                 )
             )
         await self._store.memories.write_derived(user, *derived)
+        return {d.episode_id: d.extraction for d in derived if d.extraction is not None}
 
     async def _lookup(
         self, user: UserRef, episodes: Sequence[Episode], results: Sequence[ExtractionResult]
@@ -572,14 +578,14 @@ class InlineExtraction:
         self._pipeline = pipeline
         self._retry = retry or RetryPolicy()
 
-    async def submit(self, user: UserRef, episode_ids: Sequence[str], *, wait: bool) -> None:
-        found = await self._store.memories.get_many(user, episode_ids)
-        episodes = [m for i in episode_ids if isinstance(m := found.get(i), Episode)]
+    async def submit(
+        self, user: UserRef, episodes: Sequence[Episode], *, wait: bool
+    ) -> dict[str, ExtractionStatus]:
         try:
-            await self._pipeline.process(user, episodes)
+            return await self._pipeline.process(user, episodes)
         except Exception as exc:
             log.exception("extraction failed", extra={"episodes": len(episodes)})
-            await record_failure(
+            return await record_failure(
                 self._store, user, episodes, exc, self._pipeline.extractor_name, self._retry
             )
 
@@ -598,26 +604,23 @@ async def record_failure(
     exc: BaseException,
     extractor: str,
     retry: RetryPolicy | None = None,
-) -> None:
+) -> dict[str, ExtractionStatus]:
+    """Record the failed attempt on each episode; returns the statuses written."""
     policy = retry or RetryPolicy()
     now = utcnow()
     transient = is_transient(exc)
+    written: dict[str, ExtractionStatus] = {}
     for episode in episodes:
         attempts = episode.extraction.attempts + 1
         give_up = policy.max_attempts > 0 and attempts >= policy.max_attempts
-        await store.episodes.set_extraction(
-            user,
-            episode.id,
-            ExtractionStatus(
-                state=(
-                    ExtractionState.PENDING if transient and not give_up else ExtractionState.FAILED
-                ),
-                attempts=attempts,
-                last_error=f"{type(exc).__name__}: {exc}"[:500],
-                extractor=extractor,
-                updated_at=now,
-                next_attempt_at=(
-                    None if give_up else now + timedelta(seconds=policy.delay_s(attempts))
-                ),
-            ),
+        status = ExtractionStatus(
+            state=ExtractionState.PENDING if transient and not give_up else ExtractionState.FAILED,
+            attempts=attempts,
+            last_error=f"{type(exc).__name__}: {exc}"[:500],
+            extractor=extractor,
+            updated_at=now,
+            next_attempt_at=None if give_up else now + timedelta(seconds=policy.delay_s(attempts)),
         )
+        await store.episodes.set_extraction(user, episode.id, status)
+        written[episode.id] = status
+    return written

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from persona_server.domain.models import Episode, ExtractionState, UserRef
+from persona_server.domain.models import Episode, ExtractionState, ExtractionStatus, UserRef
 from persona_server.ports.graph_store import GraphStore
 from persona_server.services.extraction import ExtractionPipeline, RetryPolicy, record_failure
 from persona_server.services.ingest import utcnow
@@ -272,8 +272,13 @@ class WorkerExtraction:
     def __init__(self, worker: ExtractionWorker) -> None:
         self._worker = worker
 
-    async def submit(self, user: UserRef, episode_ids: Sequence[str], *, wait: bool) -> None:
+    async def submit(
+        self, user: UserRef, episodes: Sequence[Episode], *, wait: bool
+    ) -> dict[str, ExtractionStatus]:
+        episode_ids = [e.id for e in episodes]
         if wait:
             await self._worker.wait_for(user, episode_ids, submit=True)
         else:
             self._worker.submit(user, episode_ids)
+        # The worker writes what it did to the store; the caller reads the outcome there.
+        return {}

@@ -9,15 +9,19 @@ from typing import Protocol
 from persona_server.domain.ids import new_id, new_source_id
 from persona_server.domain.models import Episode, ExtractionStatus, MemoryType, UserRef
 from persona_server.ports.embedder import Embedder
-from persona_server.ports.graph_store import GraphStore, WriteOutcome
+from persona_server.ports.graph_store import GraphStore
 from persona_server.services.commands import IngestCommand, NewItem
 from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.results import IngestItemResult
 
 
 class ExtractionScheduler(Protocol):
-    async def submit(self, user: UserRef, episode_ids: Sequence[str], *, wait: bool) -> None:
-        """Derive memories from stored episodes: now (wait=True) or in the background."""
+    async def submit(
+        self, user: UserRef, episodes: Sequence[Episode], *, wait: bool
+    ) -> dict[str, ExtractionStatus]:
+        """Derive memories from stored episodes: now (wait=True) or in the background.
+        Returns the extraction status of those whose outcome it knows on return (by episode
+        id); the caller reads the others from the store."""
         ...
 
 
@@ -75,16 +79,22 @@ class IngestService:
         written = await self._store.episodes.put_batch(
             cmd.user, episodes, vectors, replace=cmd.replace
         )
-        changed = [w.episode_id for w in written if w.outcome is not WriteOutcome.UNCHANGED]
+        changed = [w.episode for w in written if w.episode is not None]
+        statuses: dict[str, ExtractionStatus] = {}
         if changed:
             self._notifier.notify(cmd.user)
             if self._extraction is not None:
-                await self._extraction.submit(cmd.user, changed, wait=cmd.wait_for_extraction)
+                statuses = await self._extraction.submit(
+                    cmd.user, changed, wait=cmd.wait_for_extraction
+                )
                 self._notifier.notify(cmd.user)
-        stored = await self._store.memories.get_many(cmd.user, [w.episode_id for w in written])
+        unknown = [w.episode_id for w in written if w.episode_id not in statuses]
+        stored = await self._store.memories.get_many(cmd.user, unknown) if unknown else {}
         results = []
         for w in written:
-            episode = stored.get(w.episode_id)
-            status = episode.extraction if isinstance(episode, Episode) else ExtractionStatus()
+            status = statuses.get(w.episode_id)
+            if status is None:
+                episode = stored.get(w.episode_id)
+                status = episode.extraction if isinstance(episode, Episode) else ExtractionStatus()
             results.append(IngestItemResult(w.episode_id, w.source_id, w.outcome, status))
         return results

@@ -8,6 +8,7 @@ so the SQLite and Neo4j adapters cannot drift apart on these rules.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,4 +87,14 @@ def plan_batch(
             )
     if conflicts:
         raise SourceConflictError(list(dict.fromkeys(conflicts)))
+    # Each result names the version that is written (a later repeat in the batch may have
+    # replaced an earlier one).
+    stored_versions = {e.id: e for e, _ in plan.inserts}
+    stored_versions.update((i, e) for i, (e, _) in plan.replaces.items())
+    plan.results = [
+        dataclasses.replace(r, episode=stored_versions.get(r.episode_id))
+        if r.outcome is not WriteOutcome.UNCHANGED
+        else r
+        for r in plan.results
+    ]
     return plan
