@@ -54,6 +54,9 @@ RECALL_MAX_RESULTS = 10
 SEED = 20240501
 SEARCHABLE_TIMEOUT_S = 300.0
 FIRST_DAY = datetime(2021, 1, 1, 7, 0, tzinfo=UTC)
+# The started Neo4j gets a server's page cache (docker-compose.yml: 1 GiB), so the store stays
+# in memory as in a sized deployment; the test suite's harness default (32 MiB) suits CI.
+BENCH_PAGE_CACHE_MB = 1024
 
 
 # --- stores -------------------------------------------------------------------------------
@@ -104,7 +107,8 @@ def neo4j_setup(args: argparse.Namespace) -> Iterator[StoreSetup]:
 
     build_launcher()
     base = Path(tempfile.mkdtemp(prefix="persona-bench-neo4j-"))
-    neo4j = Neo4jProcess(base)
+    page_cache_mb = getattr(args, "neo4j_page_cache_mb", None) or BENCH_PAGE_CACHE_MB
+    neo4j = Neo4jProcess(base, page_cache_mb=page_cache_mb)
     try:
         neo4j.start()
         # The harness runs Neo4j without authentication: an empty password means no auth.
@@ -552,6 +556,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="with --neo4j-uri; default: $PERSONA_NEO4J_PASSWORD, else none (no auth)",
     )
     neo4j.add_argument("--neo4j-database", default="neo4j")
+    neo4j.add_argument(
+        "--neo4j-page-cache-mb",
+        type=int,
+        default=BENCH_PAGE_CACHE_MB,
+        help="page cache of the Neo4j this run starts (default: as docker-compose.yml sets it)",
+    )
     args = parser.parse_args(argv)
     exit_on_sigterm()
 
