@@ -15,7 +15,7 @@ from neo4j import AsyncManagedTransaction
 
 from persona_server.adapters.stores.neo4j.codec import user_params
 from persona_server.adapters.stores.neo4j.driver import Connection, rows, run
-from persona_server.adapters.stores.neo4j.users import read_head
+from persona_server.adapters.stores.neo4j.users import fetch_head
 from persona_server.adapters.stores.sqlite.codec import from_us, to_us
 from persona_server.domain.models import ChangeKind, MemoryChange, MemoryType, UserRef
 
@@ -89,7 +89,7 @@ class Neo4jChangeOps:
         self._conn = conn
 
     async def latest_seq(self, user: UserRef) -> int:
-        head = await self._conn.read(read_head, user)
+        head = await fetch_head(self._conn, user)
         return 0 if head is None else head.change_seq
 
     async def since(self, user: UserRef, seq: int, limit: int) -> list[MemoryChange]:

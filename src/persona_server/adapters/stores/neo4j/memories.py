@@ -131,7 +131,8 @@ class Neo4jMemoryOps:
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
-        return await self._conn.read(fetch, user, wanted)
+        found = await self._conn.read_one(_GET_MANY, {**read_params(user), "ids": wanted})
+        return {m.id: m for m in map(record_to_memory, found)}
 
     async def list_page(
         self, user: UserRef, *, filter: MemoryFilter, limit: int, cursor: str
@@ -225,10 +226,8 @@ class Neo4jMemoryOps:
         if not wanted:
             return []
 
-        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
-            return await rows(tx, _FIND_ENTITIES, {**read_params(user), "names": wanted})
-
-        found = [record_to_memory(r) for r in await self._conn.read(work)]
+        params = {**read_params(user), "names": wanted}
+        found = [record_to_memory(r) for r in await self._conn.read_one(_FIND_ENTITIES, params)]
         found.sort(key=lambda m: (m.recorded_at, m.id))
         return [m for m in found if isinstance(m, Entity)]
 
@@ -244,9 +243,6 @@ class Neo4jMemoryOps:
         params = {**read_params(user), "keys": wanted, "type": memory_type.value}
         query = _FIND_BY_SOURCE if memory_type is MemoryType.EPISODE else _FIND_BY_MERGE_KEY
 
-        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
-            return await rows(tx, query, params)
-
-        out = [record_to_memory(r) for r in await self._conn.read(work)]
+        out = [record_to_memory(r) for r in await self._conn.read_one(query, params)]
         out.sort(key=lambda m: (m.recorded_at, m.id))
         return out

@@ -232,7 +232,16 @@ class Neo4jSearchOps:
             # fills k without materialising every match of a big user.
             "depth": 2 * k + 32,
         }
-        return await self._conn.read(_text, params, k)
+        # Two transactions at most: the second only for a selective filter (rare), and each
+        # is a consistent read whose hits are checked against the filter again.
+        first = (await self._conn.read_one(_TEXT_RANKED, params))[0]
+        hits = [SearchHit(h["id"], float(h["score"])) for h in first["hits"]]
+        if len(hits) < k and first["ranked"] >= params["depth"]:
+            # A selective filter: let the filter run over every match of the user.
+            found = await self._conn.read_one(_TEXT_FILTERED, params)
+            hits = [SearchHit(r["id"], float(r["score"])) for r in found]
+        hits.sort(key=lambda h: (-h.score, h.memory_id))
+        return hits[:k]
 
     async def expand(
         self, user: UserRef, memory_ids: Sequence[str], limit: int
@@ -240,7 +249,8 @@ class Neo4jSearchOps:
         wanted = list(dict.fromkeys(memory_ids))
         if limit <= 0 or not wanted:
             return {}
-        return await self._conn.read(_expand, user, wanted, limit)
+        params = {**user_params(user), "ids": wanted, "limit": limit}
+        return _neighbours_by_type(await self._conn.read_one(_EXPAND, params), limit)
 
     async def around(
         self,
@@ -274,8 +284,13 @@ class Neo4jSearchOps:
 async def _expand(
     tx: AsyncManagedTransaction, user: UserRef, wanted: list[str], limit: int
 ) -> dict[str, list[str]]:
+    params = {**user_params(user), "ids": wanted, "limit": limit}
+    return _neighbours_by_type(await rows(tx, _EXPAND, params), limit)
+
+
+def _neighbours_by_type(records: list[dict[str, Any]], limit: int) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for r in await rows(tx, _EXPAND, {**user_params(user), "ids": wanted, "limit": limit}):
+    for r in records:
         memory_id, mtype = r["id"], r["type"]
         # Same neighbour kinds and priority as the embedded store.
         if mtype == MemoryType.EPISODE.value:
@@ -288,17 +303,6 @@ async def _expand(
             found = list(r["sources"])
         out[memory_id] = [n for n in dict.fromkeys(found) if n != memory_id][:limit]
     return out
-
-
-async def _text(tx: AsyncManagedTransaction, params: dict[str, Any], k: int) -> list[SearchHit]:
-    first = (await rows(tx, _TEXT_RANKED, params))[0]
-    hits = [SearchHit(h["id"], float(h["score"])) for h in first["hits"]]
-    if len(hits) < k and first["ranked"] >= params["depth"]:
-        # A selective filter: let the filter run over every match of the user.
-        found = await rows(tx, _TEXT_FILTERED, params)
-        hits = [SearchHit(r["id"], float(r["score"])) for r in found]
-    hits.sort(key=lambda h: (-h.score, h.memory_id))
-    return hits[:k]
 
 
 async def _vector_from_index(

@@ -72,6 +72,11 @@ async def read_head(tx: AsyncManagedTransaction, user: UserRef) -> UserHead | No
     return _head(await rows(tx, _HEAD, user_params(user)))
 
 
+async def fetch_head(conn: Connection, user: UserRef) -> UserHead | None:
+    """`read_head` as a transaction of its own (one round trip)."""
+    return _head(await conn.read_one(_HEAD, user_params(user)))
+
+
 _COUNT_MEMORIES = """
 MATCH (m:Memory) WHERE m.tenant = $tenant AND m.user_id = $user_id
 RETURN count(m) AS n
@@ -95,7 +100,7 @@ class Neo4jUserOps:
         self._conn = conn
 
     async def exists(self, user: UserRef) -> bool:
-        return await self._conn.read(read_head, user) is not None
+        return await fetch_head(self._conn, user) is not None
 
     async def delete(self, user: UserRef) -> int:
         """One transaction: the user vanishes whole or not at all.

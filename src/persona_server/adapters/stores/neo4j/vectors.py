@@ -40,7 +40,7 @@ from neo4j import AsyncManagedTransaction
 from persona_server.adapters.stores.neo4j.changes import changes_since
 from persona_server.adapters.stores.neo4j.codec import user_params
 from persona_server.adapters.stores.neo4j.driver import Connection, rows
-from persona_server.adapters.stores.neo4j.users import UserHead, read_head
+from persona_server.adapters.stores.neo4j.users import UserHead, fetch_head
 
 # The embedded store's in-memory matrix: same filter semantics, same exact search.
 from persona_server.adapters.stores.sqlite.vectors import Change, UserVectors, VectorRow
@@ -142,7 +142,7 @@ class VectorCache:
                 # An entry checked after this search began already holds every write committed
                 # before it began (Recall runs two vector searches of one user side by side).
                 checked_at = time.monotonic()
-                head = await self._conn.read(read_head, user)
+                head = await fetch_head(self._conn, user)
                 if head is None:
                     self._forget(key)
                     return []
