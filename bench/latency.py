@@ -5,8 +5,10 @@
 
 Starts its own offline server (fresh temporary data directory, local embeddings, no LLM) and
 fills ONE user with synthetic chat-like lines (daily life, work, family, hobbies, places,
-dates), generated deterministically from a seeded RNG with templates and word lists. Growing to
-each size in turn, it measures:
+dates), generated deterministically from a seeded RNG with templates and word lists. First, not
+counted, a warm-up (300 items and a few recalls into another user: a freshly started process,
+a JVM above all, compiles and plans on first use). Then, growing to each size in turn, it
+measures:
 
 - batch Ingest throughput (items/s), from the first batch sent until the last batch is both
   acknowledged and searchable (checked by recalling a unique marker text of the last batch);
@@ -46,6 +48,8 @@ from _server import ServerProcess, exit_on_sigterm, percentile
 from persona import AsyncPersonaClient, Item
 
 USER = "bench-user"
+WARMUP_USER = "bench-warmup"
+WARMUP_ITEMS = 300
 BATCH_SIZE = 100
 QUERIES = 200
 WARMUP_QUERIES = 5
@@ -308,11 +312,12 @@ def _process_memory_kb(pid: int) -> dict[str, int]:
 
 
 class Filler:
-    """Ingests the synthetic stream into USER, batch after batch, with ids in order."""
+    """Ingests the synthetic stream into a user (USER), batch after batch, with ids in order."""
 
-    def __init__(self, client: AsyncPersonaClient) -> None:
+    def __init__(self, client: AsyncPersonaClient, user: str = USER, seed: int = SEED) -> None:
         self._client = client
-        self._texts = texts(SEED)
+        self._user = user
+        self._texts = texts(seed)
         self.count = 0
 
     def _item(self, text: str) -> Item:
@@ -340,14 +345,14 @@ class Filler:
                 batch.append(self._item(marker(size)))
             else:
                 batch.append(self._item(next(self._texts)))
-            await self._client.ingest(USER, batch)
+            await self._client.ingest(self._user, batch)
         await self._wait_searchable(marker(size), marker_id)
         return time.perf_counter() - start, marker_id
 
     async def _wait_searchable(self, text: str, source_id: str) -> None:
         deadline = time.perf_counter() + SEARCHABLE_TIMEOUT_S
         while True:
-            response = await self._client.recall(USER, text, max_results=RECALL_MAX_RESULTS)
+            response = await self._client.recall(self._user, text, max_results=RECALL_MAX_RESULTS)
             if any(source_id in r.memory.provenance.source_ids for r in response.results):
                 return
             if time.perf_counter() > deadline:
@@ -409,6 +414,12 @@ async def measure(
     total_items = 0
     total_s = 0.0
     async with AsyncPersonaClient(server.target, default_timeout_s=300.0) as client:
+        # Not counted: a process that just started (a JVM above all) compiles code and plans
+        # statements on first use. Another user, so USER's figures start from empty.
+        warm = Filler(client, WARMUP_USER, SEED + 9)
+        await warm.grow_to(WARMUP_ITEMS)
+        for q in queries(SEED + 8, WARMUP_QUERIES):
+            await client.recall(WARMUP_USER, q, max_results=RECALL_MAX_RESULTS)
         filler = Filler(client)
         for size in sizes:
             added = size - filler.count
