@@ -560,6 +560,21 @@ async def test_around_reads_neighbours_then_what_was_chosen(
     assert set(memories) == {g.ana.id, g.acme.id, g.e2.id}
     assert memories[g.e2.id].text == g.e2.text
 
+    # a window wider than a store may walk in one statement gives the same answer
+    wide, _ = await store.search.around(
+        user,
+        graph_seeds=[g.works.id],
+        graph_limit=10,
+        episode_seeds=[g.e1.id, g.e2.id],
+        before=10,
+        after=12,
+        choose=lambda _: [],
+    )
+    assert wide.graph == {g.works.id: found.graph[g.works.id]}
+    assert wide.chain == await store.episodes.chain_neighbours(
+        user, [g.e1.id, g.e2.id], before=10, after=12
+    )
+
     # nothing to expand: still one fetch of what is chosen; another user sees nothing
     found, memories = await store.search.around(
         user,

@@ -68,9 +68,9 @@ CALL db.create.setNodeVectorProperty(m, 'embedding', row.embedding)
 # chain is a list (one NEXT out and in per episode), so a bounded walk visits at most that many
 # nodes. Variable-length bounds cannot be parameters, hence the constant cap and the length test;
 # windows beyond the cap are walked hop by hop (`_HOP`).
-_WALK_CAP = 8
-_WALK = """
-UNWIND $ids AS id
+WALK_CAP = 8
+# Expects `id` bound; binds `x`, `prev`, `next`.
+WALK_BODY = """
 MATCH (x:Memory {tenant: $tenant, user_id: $user_id, id: id})
 WHERE x:Episode
 CALL (x) {
@@ -85,8 +85,8 @@ CALL (x) {
     WITH n, length(p) AS hops ORDER BY hops DESC
     RETURN collect(n.id) AS prev
 }
-RETURN x.id AS id, prev, next
 """
+_WALK = "UNWIND $ids AS id" + WALK_BODY + "RETURN x.id AS id, prev, next"
 
 # One NEXT hop from several episodes at once, both directions.
 _HOP = """
@@ -252,7 +252,7 @@ async def neighbours(
 ) -> dict[str, list[str]]:
     """`chain_neighbours` inside a transaction (ids unique, windows not negative)."""
     base = user_params(user)
-    if max(before, after) <= _WALK_CAP:
+    if max(before, after) <= WALK_CAP:
         params = {**base, "ids": wanted, "before": before, "after": after}
         return {r["id"]: [*r["prev"], *r["next"]] for r in await rows(tx, _WALK, params)}
     # A wide window: one NEXT hop per statement for all ids at once.

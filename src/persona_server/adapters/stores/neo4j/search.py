@@ -36,7 +36,7 @@ from neo4j import AsyncManagedTransaction
 
 from persona_server.adapters.stores.neo4j.codec import owner_token, user_params
 from persona_server.adapters.stores.neo4j.driver import Connection, rows
-from persona_server.adapters.stores.neo4j.episodes import neighbours
+from persona_server.adapters.stores.neo4j.episodes import WALK_BODY, WALK_CAP, neighbours
 from persona_server.adapters.stores.neo4j.filters import FILTER, filter_params
 from persona_server.adapters.stores.neo4j.memories import fetch
 from persona_server.adapters.stores.neo4j.schema import TEXT_INDEX, VECTOR_INDEX
@@ -121,8 +121,8 @@ RETURN m.id AS id, score
 # type (writes only ever link MENTIONS/SUBJECT/OBJECT to entities and DERIVED_FROM to episodes),
 # and leaving labels off the neighbour keeps the planner from seeking a label index of all the
 # user's nodes instead of following a few relationships. Tenant and user are still checked.
-_EXPAND = """
-UNWIND $ids AS id
+# Expects `id` bound; binds `m` and one list per kind of neighbour.
+_EXPAND_BODY = """
 MATCH (m:Memory {tenant: $tenant, user_id: $user_id, id: id})
 CALL (m) {
     OPTIONAL MATCH (m)-[:MENTIONS]->(n)
@@ -160,8 +160,22 @@ CALL (m) {
     WITH n, r ORDER BY type(r) DESC
     RETURN collect(n.id) AS ends
 }
-RETURN id, m.type AS type, mentioned, derived, facts, mentioning, sources, ends
 """
+_EXPAND_COLUMNS = "m.type AS type, mentioned, derived, facts, mentioning, sources, ends"
+_EXPAND = "UNWIND $ids AS id" + _EXPAND_BODY + "RETURN id, " + _EXPAND_COLUMNS
+
+# Graph and chain neighbours in one statement (`around`), one row per seed and kind.
+_AROUND = (
+    "CALL () {\nUNWIND $graph_ids AS id"
+    + _EXPAND_BODY
+    + "RETURN 'graph' AS kind, id, "
+    + _EXPAND_COLUMNS
+    + ", [] AS prev, [] AS next\nUNION ALL\nUNWIND $episode_ids AS id"
+    + WALK_BODY
+    + "RETURN 'chain' AS kind, id, 'episode' AS type, [] AS mentioned, [] AS derived, "
+    "[] AS facts, [] AS mentioning, [] AS sources, [] AS ends, prev, next\n}\n"
+    "RETURN kind, id, type, mentioned, derived, facts, mentioning, sources, ends, prev, next"
+)
 
 
 def lucene_query(owner: str, text: str) -> str | None:
@@ -228,9 +242,9 @@ class Neo4jSearchOps:
             "index": TEXT_INDEX,
             "query": lucene,
             "k": k,
-            # Rank a small surplus first: most filters keep most rows, so it almost always
-            # fills k without materialising every match of a big user.
-            "depth": 2 * k + 32,
+            # Rank a small surplus first, so that k fills without materialising every match
+            # of a big user: without a narrowing filter only invalidated memories drop out.
+            "depth": 2 * k + 32 if _narrows(filter) else k + max(16, k // 4),
         }
         # Two transactions at most: the second only for a selective filter (rare), and each
         # is a consistent read whose hits are checked against the filter again.
@@ -266,17 +280,33 @@ class Neo4jSearchOps:
         graph_ids = list(dict.fromkeys(graph_seeds)) if graph_limit > 0 else []
         episode_ids = list(dict.fromkeys(episode_seeds))
 
+        before, after = max(before, 0), max(after, 0)
+
         async def work(tx: AsyncManagedTransaction) -> tuple[Neighbours, dict[str, Memory]]:
-            # Statements of one transaction run in turn; what saves time is one transaction
-            # (one begin and commit) and no second trip for the fetch.
-            graph = await _expand(tx, user, graph_ids, graph_limit) if graph_ids else {}
-            chain = (
-                await neighbours(tx, user, episode_ids, max(before, 0), max(after, 0))
-                if episode_ids
-                else {}
-            )
-            found = Neighbours(graph=graph, chain=chain)
-            return found, await fetch(tx, user, choose(found))
+            # One transaction: one begin and commit, and the fetch without a second trip.
+            if max(before, after) <= WALK_CAP:
+                params = {
+                    **user_params(user),
+                    "graph_ids": graph_ids,
+                    "episode_ids": episode_ids,
+                    "limit": max(graph_limit, 0),
+                    "before": before,
+                    "after": after,
+                }
+                found_rows = await rows(tx, _AROUND, params)
+                graph = _neighbours_by_type(
+                    [r for r in found_rows if r["kind"] == "graph"], graph_limit
+                )
+                chain = {
+                    r["id"]: [*r["prev"], *r["next"]] for r in found_rows if r["kind"] == "chain"
+                }
+            else:
+                graph = await _expand(tx, user, graph_ids, graph_limit) if graph_ids else {}
+                chain = (
+                    await neighbours(tx, user, episode_ids, before, after) if episode_ids else {}
+                )
+            near = Neighbours(graph=graph, chain=chain)
+            return near, await fetch(tx, user, choose(near))
 
         return await self._conn.read(work)
 
@@ -286,6 +316,17 @@ async def _expand(
 ) -> dict[str, list[str]]:
     params = {**user_params(user), "ids": wanted, "limit": limit}
     return _neighbours_by_type(await rows(tx, _EXPAND, params), limit)
+
+
+def _narrows(flt: MemoryFilter) -> bool:
+    """Whether the filter may drop many of a user's memories (types, metadata, time)."""
+    return bool(
+        flt.types
+        or flt.metadata
+        or flt.occurred_from is not None
+        or flt.occurred_to is not None
+        or flt.as_of is not None
+    )
 
 
 def _neighbours_by_type(records: list[dict[str, Any]], limit: int) -> dict[str, list[str]]:
