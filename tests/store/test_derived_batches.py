@@ -124,3 +124,22 @@ async def test_summary_is_set_by_the_write_that_carries_one(
     await store.memories.write_derived(user, DerivedWrite(e1.id, []))
     again = (await store.memories.get_many(user, [e1.id]))[e1.id]
     assert isinstance(again, Episode) and again.summary == "first, summarised"
+
+
+async def test_carried_provenance_links_only_existing_episodes(
+    store: GraphStore, user: UserRef
+) -> None:
+    """Provenance a merged memory carries over counts only for episodes of this user that
+    exist; ids of deleted episodes, of other memories or of nothing are left out."""
+    e1, e2, gone = (episode(s, f"text {s}", hours(i)) for i, s in enumerate(("a", "b", "c")))
+    await put(store, user, [e1, e2, gone])
+    await store.memories.delete(user, gone.id)
+    other = psyche("some other memory")
+    await store.memories.write_derived(user, DerivedWrite(e1.id, [other], by_id([other], units(1))))
+    carried = psyche("merged", episode_ids=[e2.id, gone.id, other.id, "ep_nothing"])
+    await store.memories.write_derived(
+        user, DerivedWrite(e1.id, [carried], by_id([carried], units(1)))
+    )
+    got = (await store.memories.get_many(user, [carried.id]))[carried.id]
+    assert got.episode_ids == [e1.id, e2.id]
+    assert got.source_ids == ["a", "b"]

@@ -368,17 +368,21 @@ class ExtractionPipeline:
             psyche_keys.update(p.key for p in result.psyche)
             goal_keys.update(g.key for g in result.goals)
         memories = self._store.memories
-        entities = await memories.find_entities(user, [normalise_name(n) for n in names])
+        # Side by side: on a networked store each lookup is a round trip. Facts are keyed by
+        # their subject entity, so they wait for the entities.
+        entities, psyche, goals = await asyncio.gather(
+            memories.find_entities(user, [normalise_name(n) for n in names]),
+            memories.find_by_key(user, MemoryType.PSYCHE, sorted(psyche_keys)),
+            memories.find_by_key(user, MemoryType.GOAL, sorted(goal_keys)),
+        )
         fact_keys = {
             f"{ent.id}|{rel.predicate}"
             for ent in entities
             for result in results
             for rel in result.relations
         }
-        found: list[Memory] = [*entities]
-        found += await memories.find_by_key(user, MemoryType.FACT, sorted(fact_keys))
-        found += await memories.find_by_key(user, MemoryType.PSYCHE, sorted(psyche_keys))
-        found += await memories.find_by_key(user, MemoryType.GOAL, sorted(goal_keys))
+        facts = await memories.find_by_key(user, MemoryType.FACT, sorted(fact_keys))
+        found: list[Memory] = [*entities, *facts, *psyche, *goals]
         return {m.id: m for m in found}
 
     def _context_for(

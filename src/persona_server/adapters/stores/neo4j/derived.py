@@ -169,9 +169,12 @@ def plan(
                 out.vectors[m.id] = vecs[m.id]
             changes.add(ChangeKind.ADDED if known is None else ChangeKind.UPDATED, m.id, m.type)
             # Provenance only grows: the writing episode plus any the caller carried over from
-            # merged memories, when they are episodes of this user.
-            for eid in dict.fromkeys([write.episode_id, *m.episode_ids]):
-                if kinds.get(eid) == MemoryType.EPISODE.value:
+            # merged memories, when they are episodes of this user. Carried ids are not read
+            # up front (a hub carries dozens per write): `_PROVENANCE` itself only links to
+            # episodes of this user that exist.
+            out.links[(m.id, write.episode_id)] = None
+            for eid in m.episode_ids:
+                if kinds.get(eid, MemoryType.EPISODE.value) == MemoryType.EPISODE.value:
                     out.links[(m.id, eid)] = None
         for entity_id in write.mentions:
             if kinds.get(entity_id) == MemoryType.ENTITY.value:
@@ -201,7 +204,6 @@ async def write_derived(
         wanted[write.episode_id] = None
         for m in memories:
             wanted[m.id] = None
-            wanted.update(dict.fromkeys(m.episode_ids))
         wanted.update(dict.fromkeys(write.mentions))
         wanted.update(dict.fromkeys(i for i, _ in write.invalidate))
     found = await rows(tx, _STATE, {**base, "ids": list(wanted)})
