@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,15 @@ def run_stream(args: argparse.Namespace) -> int:
             heartbeat_seconds=args.heartbeat,
             timeout=args.timeout,
         )
+
+        # Ctrl-C is how a stream is meant to end. The handler cancels the call from another
+        # thread and the loop below ends like any closed stream: a KeyboardInterrupt raised
+        # inside the gRPC library, between taking and releasing one of its locks, could
+        # leave the cancel waiting forever (seen as a hung exit under load).
+        def on_interrupt(_signum: int, _frame: object) -> None:
+            threading.Thread(target=stream.close, daemon=True).start()
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
         try:
             for event in stream:
                 if args.json:
@@ -135,11 +146,12 @@ def run_stream(args: argparse.Namespace) -> int:
                     line = output.stream_event_text(event)
                 print(line, flush=True)
         except KeyboardInterrupt:
-            pass  # Ctrl-C is how a stream is meant to end
+            pass  # a Ctrl-C before the handler was in place
         except persona.DeadlineExceededError:
             if args.timeout is None:
                 raise
         finally:
+            signal.signal(signal.SIGINT, previous)
             stream.close()  # cancels the call: the server stops working for us at once
         if not args.json and stream.resume_token:
             print(f"to resume: --resume-token {stream.resume_token}", file=sys.stderr)
