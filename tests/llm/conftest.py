@@ -19,13 +19,6 @@ from tests.transport.transport_settings import KEY_A, make_settings
 StartApp = Callable[..., Awaitable[App]]
 
 
-@pytest.fixture(scope="session")
-def embedder() -> Iterator[LocalOnnxEmbedder]:
-    emb = LocalOnnxEmbedder()
-    emb.load()
-    yield emb
-
-
 @pytest.fixture
 def llm() -> Iterator[ScriptedLLM]:
     server = ScriptedLLM().start()

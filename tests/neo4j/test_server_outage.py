@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -34,13 +33,6 @@ pytestmark = pytest.mark.neo4j
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[LocalOnnxEmbedder]:
-    emb = LocalOnnxEmbedder()
-    emb.load()
-    yield emb
 
 
 async def health(port: int) -> int:

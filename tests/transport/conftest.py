@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,14 +11,6 @@ from persona import AsyncPersonaClient
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from persona_server.app import App, start
 from tests.transport.transport_settings import KEY_A, KEY_B, make_settings
-
-
-@pytest.fixture(scope="session")
-def embedder() -> Iterator[LocalOnnxEmbedder]:
-    # Loaded once per session: every server of the suite shares the model.
-    emb = LocalOnnxEmbedder()
-    emb.load()
-    yield emb
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ Recall fetches further rather than return fewer results than it could.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,13 +25,6 @@ from persona_server.services.recall import RecallService, RecallTuning
 
 USER = UserRef(tenant="t", user_id="u")
 T0 = datetime(2024, 3, 1, 9, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[LocalOnnxEmbedder]:
-    emb = LocalOnnxEmbedder()
-    emb.load()
-    yield emb
 
 
 @pytest.fixture

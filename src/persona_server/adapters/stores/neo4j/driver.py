@@ -19,8 +19,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Concatenate, LiteralString, ParamSpec, TypeVar
 
 from neo4j import (
@@ -153,29 +154,27 @@ class Connection:
             log.warning("Neo4j transaction failed after the driver's retries", extra=detail)
         return mapped
 
-    async def write(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    @contextlib.contextmanager
+    def _outcome(self) -> Iterator[None]:
+        """Map what failed to the port's error; a success marks Neo4j reachable again."""
         try:
-            async with self._session() as session:
-                result = await session.execute_write(work, *args, **kwargs)
+            yield
         except (Neo4jError, DriverError) as exc:
             mapped = self._failed(exc)
             if mapped is None:
                 raise
             raise mapped from exc
         self.reachable = True
-        return result
+
+    async def write(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        with self._outcome():
+            async with self._session() as session:
+                return await session.execute_write(work, *args, **kwargs)
 
     async def read(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
+        with self._outcome():
             async with self._session() as session:
-                result = await session.execute_read(work, *args, **kwargs)
-        except (Neo4jError, DriverError) as exc:
-            mapped = self._failed(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
-        self.reachable = True
-        return result
+                return await session.execute_read(work, *args, **kwargs)
 
     async def read_one(
         self, statement: LiteralString, params: Mapping[str, Any]
@@ -190,8 +189,8 @@ class Connection:
         driver = self._driver
         if driver is None or not self.reachable:
             return await self.read(_statement_rows, statement, params)
-        try:
-            found = await driver.execute_query(
+        with self._outcome():
+            return await driver.execute_query(
                 statement,
                 dict(params),
                 routing_=RoutingControl.READ,
@@ -199,13 +198,6 @@ class Connection:
                 bookmark_manager_=driver.execute_query_bookmark_manager,
                 result_transformer_=_result_rows,
             )
-        except (Neo4jError, DriverError) as exc:
-            mapped = self._failed(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
-        self.reachable = True
-        return found
 
     async def schema(self, statement: LiteralString, params: Mapping[str, Any]) -> None:
         """Run one schema command (DDL cannot share a transaction with data writes)."""
