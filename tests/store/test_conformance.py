@@ -732,6 +732,42 @@ async def test_delete_entity_takes_its_facts(store: GraphStore, user: UserRef) -
     assert deleted == [acme.id, works.id]
 
 
+async def test_extraction_lease_is_held_by_one_owner_at_a_time(
+    store: GraphStore, user: UserRef
+) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    later = now + timedelta(minutes=5)
+    users = store.users
+    assert not await users.lease_extraction(user, "a", now, later)  # no such user yet
+    await put(store, user, [episode("l", "leased")])
+    assert await users.lease_extraction(user, "a", now, later)
+    assert not await users.lease_extraction(user, "b", now, later)
+    assert await users.lease_extraction(user, "a", now, later + timedelta(minutes=1))  # renew
+    # another user's lease is another lease
+    other = UserRef(tenant=user.tenant, user_id="other")
+    await put(store, other, [episode("o", "other")])
+    assert await users.lease_extraction(other, "b", now, later)
+    # run out: anyone may take it
+    expired = later + timedelta(minutes=2)
+    assert await users.lease_extraction(user, "b", expired, expired + timedelta(minutes=5))
+    assert not await users.lease_extraction(user, "a", expired, expired)
+    # only the holder releases it
+    await users.release_extraction(user, "a")
+    assert not await users.lease_extraction(user, "c", now, later)
+    await users.release_extraction(user, "b")
+    assert await users.lease_extraction(user, "c", now, later)
+    # taken by many at once: exactly one wins
+    await users.release_extraction(user, "c")
+    won = await asyncio.gather(
+        *(users.lease_extraction(user, f"w{i}", now, later) for i in range(6))
+    )
+    assert sum(won) == 1
+    # deleting the user drops the lease with it
+    await users.delete(user)
+    await put(store, user, [episode("l", "leased")])
+    assert await users.lease_extraction(user, "z", now, later)
+
+
 async def test_delete_user_removes_everything(store: GraphStore, user: UserRef) -> None:
     other = UserRef(tenant=user.tenant, user_id="bob")
     await _graph(store, user)

@@ -237,6 +237,20 @@ class SearchOps(Protocol):
 class UserOps(Protocol):
     async def exists(self, user: UserRef) -> bool: ...
 
+    async def lease_extraction(
+        self, user: UserRef, owner: str, now: datetime, until: datetime
+    ) -> bool:
+        """Take or extend the user's extraction lease for `owner`, to `until`. True when
+        `owner` holds it now (it was free, had run out by `now`, or was `owner`'s already);
+        False when another owner holds it, or there is no such user. Atomic across every
+        process that shares the store: background workers of several replicas use it so that
+        one user's episodes are extracted by one of them at a time."""
+        ...
+
+    async def release_extraction(self, user: UserRef, owner: str) -> None:
+        """Give the user's extraction lease up, if `owner` holds it."""
+        ...
+
     async def delete(self, user: UserRef) -> int:
         """Remove every row, vector and index entry of the user; returns memories deleted."""
         ...

@@ -14,9 +14,10 @@ work survives restarts and crashes without any in-memory queue to lose. The work
 - stops without waiting for in-flight calls: they are cancelled, nothing is written for them,
   and their episodes are still pending for the next start.
 
-One process runs one worker. Several replicas on one Neo4j would each pick up the same due
-episodes; the merge is idempotent per episode (provenance is checked), but claiming work in the
-store (a lease) is what a multi-replica deployment should add.
+One process runs one worker; several replicas sharing a store each run one. A worker extracts a
+user only while it holds that user's extraction lease in the store (`users.lease_extraction`,
+renewed before each episode, released when done), and re-reads the episodes once it has it, so
+a user is worked on by one replica at a time and no episode is extracted twice.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -34,6 +38,7 @@ from persona_server.services.ingest import utcnow
 from persona_server.services.notifier import ChangeNotifier
 
 log = logging.getLogger(__name__)
+DEFAULT_LEASE_S = 300.0  # renewed before every episode, so it bounds one extraction, not a batch
 _MIN_PAUSE_S = 0.05  # between dispatch rounds, so a store that keeps failing cannot spin a core
 _STOP_TIMEOUT_S = 5.0
 
@@ -60,12 +65,18 @@ class ExtractionWorker:
         concurrency: int = 4,
         batch_limit: int = 200,
         pending_grace_s: float = 0.0,
+        lease_s: float = DEFAULT_LEASE_S,
+        owner: str | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         """`pending_grace_s` leaves never-attempted episodes alone for that long: used when
         Ingest extracts inline (offline), so the worker only retries failures and recovers
-        what a crash left pending, and never races the inline extraction."""
+        what a crash left pending, and never races the inline extraction. `lease_s` is how
+        long the user lease lasts after each renewal (one per episode); `owner` names this
+        worker in the store (default: host, process and a random part)."""
         self._store = store
+        self._lease_for = timedelta(seconds=lease_s)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._pipeline = pipeline
         self._notifier = notifier
         self._retry = retry or RetryPolicy()
@@ -185,12 +196,18 @@ class ExtractionWorker:
                 return
             if user in self._busy:
                 continue  # its task picks the hint up when it finishes
-            ids = self._hints.pop(user)
+            ids = list(dict.fromkeys(self._hints.pop(user)))
             found = await self._store.memories.get_many(user, ids)
-            episodes = [e for i in ids if isinstance(e := found.get(i), Episode)]
-            self._spawn(
-                user, [e for e in episodes if e.extraction.state is not ExtractionState.DONE]
-            )
+            todo: list[Episode] = []
+            for episode_id in ids:
+                episode = found.get(episode_id)
+                if isinstance(episode, Episode) and _not_attempted(episode):
+                    todo.append(episode)
+                else:
+                    # Gone, or attempted since it was stored: by another replica, which held
+                    # the user's lease when this one asked.
+                    self._resolve((user, episode_id))
+            self._spawn(user, todo)
         if self._free_slots() <= 0:
             return
         now = self._clock()
@@ -226,15 +243,61 @@ class ExtractionWorker:
         self._busy[user] = task
 
     async def _work(self, user: UserRef, episodes: list[Episode]) -> None:
+        """Extract one user's episodes in order while holding the user's lease in the store,
+        so that no other replica's worker extracts them at the same time."""
+        leased = False
         try:
-            for episode in episodes:
-                if self._stopping:
-                    return
+            leased = await self._lease(user)
+            if not leased:
+                # Another replica is extracting this user. Due episodes come back at the next
+                # poll; ones an Ingest here waits for are asked about again then.
+                waited = [e.id for e in episodes if (user, e.id) in self._waiters]
+                if waited:
+                    self._hints.setdefault(user, []).extend(waited)
+                return
+            try:
+                todo = await self._still_to_do(user, episodes)
+            except Exception:
+                # The store may be down: the episodes stay due for a later round.
+                log.exception("extraction worker could not re-read episodes")
+                return
+            for episode in todo:
+                if self._stopping or not await self._lease(user):
+                    return  # renewing failed: the lease may be another replica's by now
                 await self._extract_one(user, episode)
         finally:
             self._busy.pop(user, None)
-            if not self._stopping:
-                self._wake.set()  # the user may have more due work, or a hint waiting
+            if leased:
+                with contextlib.suppress(Exception):
+                    await self._store.users.release_extraction(user, self.owner)
+                if not self._stopping:
+                    self._wake.set()  # the user may have more due work, or a hint waiting
+
+    async def _lease(self, user: UserRef) -> bool:
+        now = self._clock()
+        try:
+            return await self._store.users.lease_extraction(
+                user, self.owner, now, now + self._lease_for
+            )
+        except Exception as exc:
+            log.warning(
+                "could not take the extraction lease",
+                extra={"user": user.user_id, "error": f"{type(exc).__name__}: {exc}"[:300]},
+            )
+            return False
+
+    async def _still_to_do(self, user: UserRef, episodes: list[Episode]) -> list[Episode]:
+        """The episodes as they are now, without those attempted since they were read (by
+        another replica, before this one got the lease)."""
+        found = await self._store.memories.get_many(user, [e.id for e in episodes])
+        todo = []
+        for seen in episodes:
+            now = found.get(seen.id)
+            if not isinstance(now, Episode) or now.extraction != seen.extraction:
+                self._resolve((user, seen.id))
+                continue
+            todo.append(now)
+        return todo
 
     async def _extract_one(self, user: UserRef, episode: Episode) -> None:
         key = (user, episode.id)

@@ -95,12 +95,50 @@ DETACH DELETE u
 """
 
 
+# Read after the user's write lock is held (lock_user), so two replicas never both see the
+# lease free: the second one's read waits for the first one's commit.
+_LEASE = """
+MATCH (u:PersonaUser {tenant: $tenant, user_id: $user_id})
+RETURN u.extraction_owner AS owner, u.extraction_until AS until
+"""
+_TAKE_LEASE = """
+MATCH (u:PersonaUser {tenant: $tenant, user_id: $user_id})
+SET u.extraction_owner = $owner, u.extraction_until = $until
+"""
+_RELEASE_LEASE = """
+MATCH (u:PersonaUser {tenant: $tenant, user_id: $user_id})
+WHERE u.extraction_owner = $owner
+REMOVE u.extraction_owner, u.extraction_until
+"""
+
+
 class Neo4jUserOps:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def exists(self, user: UserRef) -> bool:
         return await fetch_head(self._conn, user) is not None
+
+    async def lease_extraction(
+        self, user: UserRef, owner: str, now: datetime, until: datetime
+    ) -> bool:
+        async def work(tx: AsyncManagedTransaction) -> bool:
+            if await lock_user(tx, user, now, create=False) is None:
+                return False
+            params = user_params(user)
+            held = (await rows(tx, _LEASE, params))[0]
+            if held["owner"] not in (None, owner) and (held["until"] or 0) > to_us(now):
+                return False
+            await run(tx, _TAKE_LEASE, {**params, "owner": owner, "until": to_us(until)})
+            return True
+
+        return await self._conn.write(work)
+
+    async def release_extraction(self, user: UserRef, owner: str) -> None:
+        async def work(tx: AsyncManagedTransaction) -> None:
+            await run(tx, _RELEASE_LEASE, {**user_params(user), "owner": owner})
+
+        await self._conn.write(work)
 
     async def delete(self, user: UserRef) -> int:
         """One transaction: the user vanishes whole or not at all.

@@ -33,6 +33,13 @@ CREATE TABLE IF NOT EXISTS users (
     UNIQUE (tenant, user_id)
 );
 
+-- Which process extracts a user's episodes until when (UserOps.lease_extraction).
+CREATE TABLE IF NOT EXISTS extraction_leases (
+    user_key INTEGER PRIMARY KEY REFERENCES users(key),
+    owner    TEXT NOT NULL,
+    until    INTEGER NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS memories (
     rowid              INTEGER PRIMARY KEY,
     user_key           INTEGER NOT NULL REFERENCES users(key),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from datetime import datetime
 
+from persona_server.adapters.stores.sqlite.codec import to_us
 from persona_server.adapters.stores.sqlite.connection import write_transaction
 from persona_server.adapters.stores.sqlite.context import StoreContext
 from persona_server.domain.models import UserRef
@@ -62,6 +64,43 @@ class SqliteUserOps:
 
         return await self._ctx.db.read(run)
 
+    async def lease_extraction(
+        self, user: UserRef, owner: str, now: datetime, until: datetime
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            # The write transaction serialises every writer of the file: check-then-set is
+            # atomic here.
+            with write_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return False
+                held = conn.execute(
+                    "SELECT owner, until FROM extraction_leases WHERE user_key = ?", (key,)
+                ).fetchone()
+                if held is not None and held[0] != owner and held[1] > to_us(now):
+                    return False
+                conn.execute(
+                    "INSERT INTO extraction_leases (user_key, owner, until) VALUES (?, ?, ?) "
+                    "ON CONFLICT (user_key) DO UPDATE SET owner = excluded.owner, "
+                    "until = excluded.until",
+                    (key, owner, to_us(until)),
+                )
+                return True
+
+        return await self._ctx.db.write(run)
+
+    async def release_extraction(self, user: UserRef, owner: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is not None:
+                    conn.execute(
+                        "DELETE FROM extraction_leases WHERE user_key = ? AND owner = ?",
+                        (key, owner),
+                    )
+
+        await self._ctx.db.write(run)
+
     async def delete(self, user: UserRef) -> int:
         def run(conn: sqlite3.Connection) -> int:
             with write_transaction(conn):
@@ -84,6 +123,7 @@ class SqliteUserOps:
                 ):
                     conn.execute(sql, (key,))
                 conn.execute("DELETE FROM changes WHERE user_key = ?", (key,))
+                conn.execute("DELETE FROM extraction_leases WHERE user_key = ?", (key,))
                 conn.execute("DELETE FROM users WHERE key = ?", (key,))
                 if not self._ctx.fts_secure_delete:
                     # Without FTS5 secure-delete a delete only adds a tombstone; the user's terms
