@@ -12,13 +12,8 @@ import pytest
 
 from persona_server.adapters.stores.sqlite import SqliteGraphStore
 from persona_server.adapters.stores.sqlite.search import fts_query
-from persona_server.adapters.stores.sqlite.vectors import (
-    Change,
-    UserVectors,
-    VectorCache,
-    VectorRow,
-    load_user_vectors,
-)
+from persona_server.adapters.stores.sqlite.vectors import VectorCache, load_user_vectors
+from persona_server.adapters.stores.vector_matrix import Change, UserVectors, VectorRow
 from persona_server.domain.models import UserRef
 from persona_server.ports.graph_store import DerivedWrite, MemoryFilter
 

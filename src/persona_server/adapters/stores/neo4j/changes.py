@@ -16,7 +16,7 @@ from neo4j import AsyncManagedTransaction
 from persona_server.adapters.stores.neo4j.codec import user_params
 from persona_server.adapters.stores.neo4j.driver import Connection, rows, run
 from persona_server.adapters.stores.neo4j.users import fetch_head
-from persona_server.adapters.stores.sqlite.codec import from_us, to_us
+from persona_server.adapters.stores.values import from_us, to_us
 from persona_server.domain.models import ChangeKind, MemoryChange, MemoryType, UserRef
 
 _WRITE = """

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 # Store-independent rules shared with the embedded store, so both stores resolve names, merge
 # keys and extraction due times identically (the conformance suite pins them).
-from persona_server.adapters.stores.sqlite.codec import (
+from persona_server.adapters.stores.values import (
     MEMORY_ADAPTER,
     dump_metadata,
     entity_names,

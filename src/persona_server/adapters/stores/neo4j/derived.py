@@ -23,7 +23,7 @@ from persona_server.adapters.stores.neo4j.changes import ChangeLog
 from persona_server.adapters.stores.neo4j.codec import memory_props, user_params, vector_params
 from persona_server.adapters.stores.neo4j.driver import rows, run
 from persona_server.adapters.stores.neo4j.episodes import SET_EXTRACTION, status_params
-from persona_server.adapters.stores.sqlite.codec import opt_us, to_us
+from persona_server.adapters.stores.values import opt_us, to_us
 from persona_server.domain.models import ChangeKind, Entity, Fact, Memory, MemoryType, UserRef
 from persona_server.ports.graph_store import DerivedWrite
 

@@ -24,7 +24,7 @@ from persona_server.adapters.stores.neo4j.codec import (
 )
 from persona_server.adapters.stores.neo4j.driver import Connection, rows, run
 from persona_server.adapters.stores.neo4j.users import lock_user
-from persona_server.adapters.stores.sqlite.codec import extraction_due, normalise_vectors, to_us
+from persona_server.adapters.stores.values import extraction_due, normalise_vectors, to_us
 from persona_server.domain.models import (
     ChangeKind,
     Episode,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from persona_server.adapters.stores.neo4j.codec import meta_pairs
-from persona_server.adapters.stores.sqlite.codec import opt_us
+from persona_server.adapters.stores.values import opt_us
 from persona_server.ports.graph_store import MemoryFilter
 
 FILTER = """(

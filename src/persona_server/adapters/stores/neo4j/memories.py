@@ -24,10 +24,8 @@ from persona_server.adapters.stores.neo4j.derived import Prepared, write_derived
 from persona_server.adapters.stores.neo4j.driver import Connection, rows
 from persona_server.adapters.stores.neo4j.filters import FILTER, filter_params
 from persona_server.adapters.stores.neo4j.users import lock_user
-
-# The cursor format of the embedded store: (record time, id), so both stores page identically.
-from persona_server.adapters.stores.sqlite.codec import normalise_vectors, to_us
-from persona_server.adapters.stores.sqlite.memories import decode_cursor, encode_cursor
+from persona_server.adapters.stores.paging import decode_cursor, encode_cursor
+from persona_server.adapters.stores.values import normalise_vectors, to_us
 from persona_server.domain.models import (
     Entity,
     Episode,

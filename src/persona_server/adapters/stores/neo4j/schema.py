@@ -20,7 +20,7 @@ from neo4j import AsyncManagedTransaction
 from neo4j.exceptions import ClientError
 
 from persona_server.adapters.stores.neo4j.driver import Connection, rows
-from persona_server.adapters.stores.sqlite.codec import to_us
+from persona_server.adapters.stores.values import to_us
 from persona_server.ports.graph_store import EmbeddingMismatchError, StoreUnavailableError
 
 # 2: DERIVED_FROM relationships carry tenant, user_id, memory_id and the episode's seq.

@@ -41,8 +41,8 @@ from persona_server.adapters.stores.neo4j.filters import FILTER, filter_params
 from persona_server.adapters.stores.neo4j.memories import fetch
 from persona_server.adapters.stores.neo4j.schema import TEXT_INDEX, VECTOR_INDEX
 from persona_server.adapters.stores.neo4j.vectors import VectorCache
-from persona_server.adapters.stores.sqlite.search import STOP_WORDS
-from persona_server.adapters.stores.sqlite.vectors import prepare_query
+from persona_server.adapters.stores.terms import STOP_WORDS
+from persona_server.adapters.stores.vector_matrix import prepare_query
 from persona_server.domain.models import Memory, MemoryType, UserRef
 from persona_server.ports.graph_store import (
     FetchChoice,

@@ -20,7 +20,7 @@ from neo4j import AsyncManagedTransaction
 
 from persona_server.adapters.stores.neo4j.codec import user_params
 from persona_server.adapters.stores.neo4j.driver import Connection, rows, run
-from persona_server.adapters.stores.sqlite.codec import to_us
+from persona_server.adapters.stores.values import to_us
 from persona_server.domain.models import UserRef
 
 _LOCK_OR_CREATE = """

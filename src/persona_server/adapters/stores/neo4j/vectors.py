@@ -43,7 +43,7 @@ from persona_server.adapters.stores.neo4j.driver import Connection, rows
 from persona_server.adapters.stores.neo4j.users import UserHead, fetch_head
 
 # The embedded store's in-memory matrix: same filter semantics, same exact search.
-from persona_server.adapters.stores.sqlite.vectors import Change, UserVectors, VectorRow
+from persona_server.adapters.stores.vector_matrix import Change, UserVectors, VectorRow
 from persona_server.domain.models import UserRef
 from persona_server.ports.graph_store import MemoryFilter
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from persona_server.adapters.stores.sqlite.codec import from_us, to_us
 from persona_server.adapters.stores.sqlite.connection import Database, read_transaction
 from persona_server.adapters.stores.sqlite.users import find_user_key
+from persona_server.adapters.stores.values import from_us, to_us
 from persona_server.domain.models import ChangeKind, MemoryChange, MemoryType, UserRef
 
 

@@ -5,31 +5,27 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter
 
+from persona_server.adapters.stores.values import (
+    MEMORY_ADAPTER,
+    dump_metadata,
+    extraction_due,
+    from_us,
+    merge_key,
+    opt_from_us,
+    opt_us,
+    to_us,
+)
 from persona_server.domain.models import (
-    Entity,
-    EntityKind,
     Episode,
-    ExtractionState,
-    ExtractionStatus,
     Fact,
-    Goal,
     Memory,
     MemoryType,
-    Psyche,
 )
-from persona_server.domain.names import normalise_name
-from persona_server.ports.graph_store import PROVENANCE_LIMIT, Vectors
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
-
-MEMORY_ADAPTER: TypeAdapter[Memory] = TypeAdapter(Memory)
+from persona_server.ports.graph_store import PROVENANCE_LIMIT
 
 # Fields kept in their own columns (or rebuilt from provenance); everything else a memory type
 # adds goes to the JSON payload, so a new field on a model needs no migration.
@@ -76,72 +72,6 @@ UPDATE_MEMORY = (
     "source_id = :source_id, seq = :seq, chain_at = :chain_at, extraction = :extraction, "
     "extraction_due = :extraction_due WHERE user_key = :user_key AND id = :id"
 )
-
-TYPE_CODES: dict[str, int] = {t.value: i for i, t in enumerate(MemoryType)}
-
-
-def to_us(value: datetime) -> int:
-    # Naive datetimes are read as UTC: the domain promises UTC, and guessing local time would
-    # shift events silently.
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) // _MICRO
-
-
-def opt_us(value: datetime | None) -> int | None:
-    return None if value is None else to_us(value)
-
-
-def from_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-def opt_from_us(value: int | None) -> datetime | None:
-    return None if value is None else from_us(value)
-
-
-def dump_metadata(metadata: Mapping[str, str]) -> str:
-    # Sorted keys make equal dicts equal strings, which the vector cache interns by.
-    return json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def merge_key(memory: Memory) -> str | None:
-    if isinstance(memory, Psyche | Goal):
-        return memory.key or None
-    if isinstance(memory, Fact):
-        return f"{memory.subject_id}|{memory.predicate}"
-    if isinstance(memory, Entity):
-        return normalise_name(memory.name) or None
-    return None
-
-
-def entity_names(entity: Entity) -> set[str]:
-    """Lookup keys of an entity: its names and aliases, and for people also the first and last
-    word of a full name, so that "Melanie" finds "Melanie Smith" (resolution then decides
-    whether the match is unique enough to merge)."""
-    names = {normalise_name(n) for n in [entity.name, *entity.aliases]}
-    names.discard("")
-    if entity.kind is EntityKind.PERSON:
-        for name in list(names):
-            words = name.split(" ")
-            if len(words) >= 2:
-                names.update((words[0], words[-1]))
-    return names
-
-
-def extraction_due(status: ExtractionStatus, recorded_at: datetime) -> int | None:
-    """When the episode becomes due for extraction, or None when it never is.
-
-    Pending with no retry time is due at once (ordered by record time, so first in first out);
-    failed with no retry time means the extractor gave up, so it is not picked up again.
-    """
-    if status.state is ExtractionState.DONE:
-        return None
-    if status.next_attempt_at is not None:
-        return to_us(status.next_attempt_at)
-    if status.state is ExtractionState.PENDING:
-        return to_us(recorded_at)
-    return None
 
 
 def memory_params(user_key: int, memory: Memory) -> dict[str, Any]:
@@ -265,20 +195,6 @@ def load_memories(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -
 
 def vector_blob(row: np.ndarray[Any, Any]) -> bytes:
     return np.ascontiguousarray(row, dtype="<f4").tobytes()
-
-
-def normalise_vectors(vectors: Vectors, count: int, dimension: int) -> Vectors:
-    """Validate shape and re-normalise, so a dot product is a cosine whatever the embedder did."""
-    arr = np.asarray(vectors, dtype=np.float32)
-    if arr.ndim == 1 and count == 1:
-        arr = arr.reshape(1, -1)
-    if arr.shape != (count, dimension):
-        raise ValueError(f"expected vectors of shape ({count}, {dimension}), got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("vectors contain NaN or infinity")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return np.ascontiguousarray(arr / norms, dtype=np.float32)
 
 
 CHUNK = 500

@@ -18,18 +18,15 @@ from persona_server.adapters.stores.sqlite.codec import (
     MEMORY_COLUMNS,
     UPDATE_MEMORY,
     chunks,
-    extraction_due,
-    from_us,
     memory_params,
-    normalise_vectors,
     row_to_memory,
-    to_us,
     vector_blob,
 )
 from persona_server.adapters.stores.sqlite.connection import read_transaction, write_transaction
 from persona_server.adapters.stores.sqlite.context import StoreContext
 from persona_server.adapters.stores.sqlite.users import cache_key, ensure_user_key, find_user_key
-from persona_server.adapters.stores.sqlite.vectors import Change, VectorRow
+from persona_server.adapters.stores.values import extraction_due, from_us, normalise_vectors, to_us
+from persona_server.adapters.stores.vector_matrix import Change, VectorRow
 from persona_server.domain.models import (
     ChangeKind,
     Episode,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from persona_server.adapters.stores.sqlite.codec import to_us
+from persona_server.adapters.stores.values import to_us
 from persona_server.ports.graph_store import MemoryFilter
 
 

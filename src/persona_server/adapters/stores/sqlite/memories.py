@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -13,17 +10,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from persona_server.adapters.stores.paging import decode_cursor, encode_cursor
 from persona_server.adapters.stores.sqlite.cascade import delete_rows, detach_episode
 from persona_server.adapters.stores.sqlite.changes import ChangeLog
 from persona_server.adapters.stores.sqlite.codec import (
     INSERT_MEMORY,
     UPDATE_MEMORY,
     chunks,
-    entity_names,
     load_memories,
     memory_params,
-    normalise_vectors,
-    to_us,
     vector_blob,
 )
 from persona_server.adapters.stores.sqlite.connection import read_transaction, write_transaction
@@ -35,7 +30,8 @@ from persona_server.adapters.stores.sqlite.episodes import (
 )
 from persona_server.adapters.stores.sqlite.filters import filter_sql
 from persona_server.adapters.stores.sqlite.users import cache_key, find_user_key
-from persona_server.adapters.stores.sqlite.vectors import Change, VectorRow
+from persona_server.adapters.stores.values import entity_names, normalise_vectors, to_us
+from persona_server.adapters.stores.vector_matrix import Change, VectorRow
 from persona_server.domain.models import (
     ChangeKind,
     Entity,
@@ -45,31 +41,7 @@ from persona_server.domain.models import (
     UserRef,
 )
 from persona_server.domain.names import normalise_name
-from persona_server.ports.graph_store import DerivedWrite, InvalidCursorError, MemoryFilter, Page
-
-_CURSOR_VERSION = 1
-
-
-def encode_cursor(recorded_at_us: int, memory_id: str) -> str:
-    raw = json.dumps([_CURSOR_VERSION, recorded_at_us, memory_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeError) as exc:
-        raise InvalidCursorError("invalid page cursor") from exc
-    if (
-        not isinstance(data, list)
-        or len(data) != 3
-        or data[0] != _CURSOR_VERSION
-        or type(data[1]) is not int
-        or not isinstance(data[2], str)
-    ):
-        raise InvalidCursorError("invalid page cursor")
-    return data[1], data[2]
+from persona_server.ports.graph_store import DerivedWrite, MemoryFilter, Page
 
 
 class SqliteMemoryOps:

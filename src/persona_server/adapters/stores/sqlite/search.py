@@ -11,11 +11,9 @@ from persona_server.adapters.stores.sqlite.connection import read_transaction
 from persona_server.adapters.stores.sqlite.context import StoreContext
 from persona_server.adapters.stores.sqlite.filters import filter_sql
 from persona_server.adapters.stores.sqlite.users import cache_key, find_user_key
-from persona_server.adapters.stores.sqlite.vectors import (
-    UserVectors,
-    load_user_vectors,
-    prepare_query,
-)
+from persona_server.adapters.stores.sqlite.vectors import load_user_vectors
+from persona_server.adapters.stores.terms import STOP_WORDS
+from persona_server.adapters.stores.vector_matrix import UserVectors, prepare_query
 from persona_server.domain.models import Memory, MemoryType, UserRef
 from persona_server.ports.graph_store import (
     EpisodeOps,
@@ -32,25 +30,6 @@ _TOKEN = re.compile(r"[^\W_]+")
 _MAX_TERMS = 32
 # Beyond this many rows the rank-then-filter step is no cheaper than filtering in the join.
 _MAX_PREFETCH = 5000
-
-# fmt: off
-STOP_WORDS = frozenset(
-    {
-        "a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any",
-        "are", "as", "at", "be", "because", "been", "before", "being", "below", "between",
-        "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during",
-        "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her",
-        "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into",
-        "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor",
-        "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours",
-        "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such",
-        "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there",
-        "these", "they", "this", "those", "through", "to", "too", "under", "until", "up",
-        "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom",
-        "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves",
-    }
-)
-# fmt: on
 
 
 def fts_query(text: str) -> str | None:

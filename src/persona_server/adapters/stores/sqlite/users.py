@@ -7,9 +7,9 @@ import sqlite3
 import time
 from datetime import datetime
 
-from persona_server.adapters.stores.sqlite.codec import to_us
 from persona_server.adapters.stores.sqlite.connection import write_transaction
 from persona_server.adapters.stores.sqlite.context import StoreContext
+from persona_server.adapters.stores.values import to_us
 from persona_server.domain.models import UserRef
 
 log = logging.getLogger(__name__)

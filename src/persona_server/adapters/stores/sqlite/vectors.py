@@ -14,227 +14,22 @@ each change sets a row to its final state (idempotent).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from persona_server.adapters.stores.sqlite.codec import TYPE_CODES, to_us
-from persona_server.ports.graph_store import MemoryFilter
-
-UserKey = tuple[str, str]
-_MetaKey = tuple[tuple[str, str], ...]
-
-# Stand-ins for NULL times, chosen so that plain comparisons already give the filter semantics
-# of filters.py: an unset valid_from is "since always", an unset invalid_at "never".
-_NONE_LOW = np.iinfo(np.int64).min
-_NONE_HIGH = np.iinfo(np.int64).max
-_MIN_CAPACITY = 256
-
-
-@dataclass(frozen=True)
-class VectorRow:
-    """The cached state of one memory; `vector` None updates attributes only."""
-
-    memory_id: str
-    memory_type: str
-    recorded_at: int
-    occurred_at: int | None
-    valid_from: int | None
-    invalid_at: int | None
-    metadata: str  # canonical JSON, see codec.dump_metadata
-    vector: npt.NDArray[np.float32] | None
-
-
-@dataclass(frozen=True)
-class Change:
-    upserts: Sequence[VectorRow] = ()
-    removals: Sequence[str] = ()
-    reset: bool = False
-
-
-class UserVectors:
-    """One user's matrix and per-row attributes; rows [0, n) are live."""
-
-    matrix: npt.NDArray[np.float32]
-    types: npt.NDArray[np.int8]
-    recorded: npt.NDArray[np.int64]
-    occurred: npt.NDArray[np.int64]
-    valid_from: npt.NDArray[np.int64]
-    invalid_at: npt.NDArray[np.int64]
-    meta: npt.NDArray[np.int32]
-
-    def __init__(self, dimension: int, capacity: int = _MIN_CAPACITY) -> None:
-        self.lock = threading.Lock()
-        self.dimension = dimension
-        self.n = 0
-        self.ids: list[str] = []
-        self.pos: dict[str, int] = {}
-        self._alloc(max(capacity, _MIN_CAPACITY))
-        # Metadata dicts are interned: rows hold a code, and a metadata filter becomes a lookup
-        # table over the (usually few) distinct dicts. The intern table only grows, so matches
-        # per filter are extended incrementally.
-        self._meta_codes: dict[str, int] = {}
-        self._meta_dicts: list[dict[str, str]] = []
-        self._meta_matches: dict[_MetaKey, tuple[int, npt.NDArray[np.bool_]]] = {}
-
-    def _alloc(self, capacity: int) -> None:
-        old_n = self.n
-        matrix = np.zeros((capacity, self.dimension), dtype=np.float32)
-        types = np.zeros(capacity, dtype=np.int8)
-        recorded = np.zeros(capacity, dtype=np.int64)
-        occurred = np.full(capacity, _NONE_LOW, dtype=np.int64)
-        valid_from = np.full(capacity, _NONE_LOW, dtype=np.int64)
-        invalid_at = np.full(capacity, _NONE_HIGH, dtype=np.int64)
-        meta = np.zeros(capacity, dtype=np.int32)
-        if old_n:
-            matrix[:old_n] = self.matrix[:old_n]
-            types[:old_n] = self.types[:old_n]
-            recorded[:old_n] = self.recorded[:old_n]
-            occurred[:old_n] = self.occurred[:old_n]
-            valid_from[:old_n] = self.valid_from[:old_n]
-            invalid_at[:old_n] = self.invalid_at[:old_n]
-            meta[:old_n] = self.meta[:old_n]
-        self.matrix, self.types, self.recorded, self.occurred = matrix, types, recorded, occurred
-        self.valid_from, self.invalid_at, self.meta = valid_from, invalid_at, meta
-
-    @property
-    def nbytes(self) -> int:
-        arrays: list[npt.NDArray[Any]] = [self.matrix, self.types, self.meta, self.recorded]
-        arrays += [self.occurred, self.valid_from, self.invalid_at]
-        return sum(a.nbytes for a in arrays) + 100 * len(self.ids)
-
-    def _intern(self, metadata: str) -> int:
-        code = self._meta_codes.get(metadata)
-        if code is None:
-            code = len(self._meta_dicts)
-            self._meta_codes[metadata] = code
-            self._meta_dicts.append(json.loads(metadata))
-        return code
-
-    def _set_attrs(self, i: int, row: VectorRow) -> None:
-        self.types[i] = TYPE_CODES[row.memory_type]
-        self.recorded[i] = row.recorded_at
-        self.occurred[i] = _NONE_LOW if row.occurred_at is None else row.occurred_at
-        self.valid_from[i] = _NONE_LOW if row.valid_from is None else row.valid_from
-        self.invalid_at[i] = _NONE_HIGH if row.invalid_at is None else row.invalid_at
-        self.meta[i] = self._intern(row.metadata)
-
-    def apply(self, change: Change) -> None:
-        if change.reset:
-            self.n = 0
-            self.ids.clear()
-            self.pos.clear()
-        for memory_id in change.removals:
-            self._remove(memory_id)
-        for row in change.upserts:
-            self._upsert(row)
-
-    def _upsert(self, row: VectorRow) -> None:
-        i = self.pos.get(row.memory_id)
-        if i is None:
-            if row.vector is None:
-                return  # no vector stored for it, so it is not searchable by vector
-            if self.n == len(self.matrix):
-                self._alloc(2 * len(self.matrix))
-            i = self.n
-            self.n += 1
-            self.ids.append(row.memory_id)
-            self.pos[row.memory_id] = i
-        if row.vector is not None:
-            self.matrix[i] = row.vector
-        self._set_attrs(i, row)
-
-    def _remove(self, memory_id: str) -> None:
-        i = self.pos.pop(memory_id, None)
-        if i is None:
-            return
-        last = self.n - 1
-        if i != last:
-            # Swap the last row in: O(1) and the live rows stay one contiguous block.
-            moved = self.ids[last]
-            self.ids[i] = moved
-            self.pos[moved] = i
-            for arr in (
-                self.matrix,
-                self.types,
-                self.recorded,
-                self.occurred,
-                self.valid_from,
-                self.invalid_at,
-                self.meta,
-            ):
-                arr[i] = arr[last]
-        self.ids.pop()
-        self.n = last
-
-    def _metadata_lut(self, wanted: dict[str, str]) -> npt.NDArray[np.bool_]:
-        key = tuple(sorted(wanted.items()))
-        checked, lut = self._meta_matches.get(key, (0, np.zeros(0, dtype=np.bool_)))
-        total = len(self._meta_dicts)
-        if checked < total:
-            grown = np.zeros(total, dtype=np.bool_)
-            grown[: len(lut)] = lut
-            for code in range(checked, total):
-                md = self._meta_dicts[code]
-                grown[code] = all(md.get(k) == v for k, v in key)
-            lut = grown
-            self._meta_matches[key] = (total, lut)
-        return lut
-
-    def mask(self, flt: MemoryFilter) -> npt.NDArray[np.bool_] | None:
-        """Rows passing the filter, or None when every row does."""
-        n = self.n
-        parts: list[npt.NDArray[np.bool_]] = []
-        if flt.types:
-            lut = np.zeros(len(TYPE_CODES), dtype=np.bool_)
-            lut[[TYPE_CODES[t.value] for t in flt.types]] = True
-            parts.append(lut[self.types[:n]])
-        occurred = self.occurred[:n]
-        if flt.occurred_from is not None:
-            parts.append(occurred >= to_us(flt.occurred_from))
-        if flt.occurred_to is not None:
-            parts.append((occurred != _NONE_LOW) & (occurred < to_us(flt.occurred_to)))
-        if flt.metadata:
-            parts.append(self._metadata_lut(dict(flt.metadata))[self.meta[:n]])
-        if flt.as_of is not None:
-            at = to_us(flt.as_of)
-            parts.append(
-                (self.recorded[:n] <= at) & (self.valid_from[:n] <= at) & (self.invalid_at[:n] > at)
-            )
-        elif not flt.include_invalidated:
-            parts.append(self.invalid_at[:n] == _NONE_HIGH)
-        if not parts:
-            return None
-        out = parts[0]
-        for part in parts[1:]:
-            out &= part
-        return out
-
-    def search(
-        self, query: npt.NDArray[np.float32], k: int, flt: MemoryFilter
-    ) -> list[tuple[str, float]]:
-        n = self.n
-        if n == 0 or k <= 0:
-            return []
-        scores = self.matrix[:n] @ query
-        mask = self.mask(flt)
-        live = n
-        if mask is not None:
-            live = int(np.count_nonzero(mask))
-            if live == 0:
-                return []
-            scores[~mask] = -np.inf
-        kk = min(k, live)
-        top = np.argpartition(scores, n - kk)[n - kk :] if kk < n else np.arange(n)
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(self.ids[i], float(scores[i])) for i in top]
+from persona_server.adapters.stores.values import TYPE_CODES
+from persona_server.adapters.stores.vector_matrix import (
+    NONE_HIGH,
+    NONE_LOW,
+    Change,
+    UserKey,
+    UserVectors,
+)
 
 
 @dataclass
@@ -353,9 +148,9 @@ def load_user_vectors(conn: sqlite3.Connection, user_key: int, dimension: int) -
     entry.types[:n] = np.fromiter((TYPE_CODES[r[1]] for r in rows), np.int8, n)
     entry.recorded[:n] = np.fromiter((r[2] for r in rows), np.int64, n)
     for column, target, none in (
-        (3, entry.occurred, _NONE_LOW),
-        (4, entry.valid_from, _NONE_LOW),
-        (5, entry.invalid_at, _NONE_HIGH),
+        (3, entry.occurred, NONE_LOW),
+        (4, entry.valid_from, NONE_LOW),
+        (5, entry.invalid_at, NONE_HIGH),
     ):
         target[:n] = np.fromiter(
             (none if r[column] is None else r[column] for r in rows), np.int64, n
@@ -366,13 +161,3 @@ def load_user_vectors(conn: sqlite3.Connection, user_key: int, dimension: int) -
     )
     entry.n = n
     return entry
-
-
-def prepare_query(query: Any, dimension: int) -> npt.NDArray[np.float32]:
-    q = np.asarray(query, dtype=np.float32).reshape(-1)
-    if q.shape != (dimension,):
-        raise ValueError(f"query vector must have {dimension} values, got {q.size}")
-    norm = float(np.linalg.norm(q))
-    if not np.isfinite(norm):
-        raise ValueError("query vector contains NaN or infinity")
-    return q / norm if norm > 0 else q
