@@ -1,9 +1,13 @@
-"""Idempotent ingest by source id, decided once for every store.
+"""What every store decides the same way about a write batch, decided once.
 
-Given what a store already holds for the batch's source ids, `plan_batch` classifies each
-episode as created, unchanged or replaced (or collects the conflicts), assigns ingest sequence
-numbers, and collapses repeats of one source id inside the batch. Stores only execute the plan,
-so the SQLite and Neo4j adapters cannot drift apart on these rules.
+- `checked_episodes` and `prepared_derived` check a batch's arguments and normalise its
+  vectors before a store opens a transaction.
+- Given what a store already holds for the batch's source ids, `plan_batch` classifies each
+  episode as created, unchanged or replaced (or collects the conflicts), assigns ingest sequence
+  numbers, and collapses repeats of one source id inside the batch.
+
+Stores only execute the plan, so the SQLite and Neo4j adapters cannot drift apart on these
+rules.
 """
 
 from __future__ import annotations
@@ -13,8 +17,52 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from persona_server.domain.models import Episode, ExtractionStatus
-from persona_server.ports.graph_store import EpisodeWriteResult, SourceConflictError, WriteOutcome
+import numpy as np
+import numpy.typing as npt
+
+from persona_server.adapters.stores.values import normalise_vectors
+from persona_server.domain.models import Episode, ExtractionStatus, Memory
+from persona_server.ports.graph_store import (
+    DerivedWrite,
+    EpisodeWriteResult,
+    SourceConflictError,
+    Vectors,
+    WriteOutcome,
+)
+
+# A derived write with its memories (each id once, last version wins) and their vectors.
+Prepared = tuple[DerivedWrite, list[Memory], dict[str, npt.NDArray[np.float32]]]
+
+
+def checked_episodes(episodes: Sequence[Episode], vectors: Vectors, dimension: int) -> Vectors:
+    """`put_batch`'s arguments checked; returns the vectors normalised, one row per episode."""
+    for ep in episodes:
+        if not isinstance(ep, Episode):
+            raise TypeError(f"put_batch takes episodes, got {type(ep).__name__}")
+        if not ep.source_id:
+            raise ValueError("every episode needs a source_id")
+    return normalise_vectors(vectors, len(episodes), dimension)
+
+
+def prepared_derived(writes: Sequence[DerivedWrite], dimension: int) -> list[Prepared]:
+    """`write_derived`'s arguments checked, with each write's vectors normalised."""
+    prepared: list[Prepared] = []
+    for write in writes:
+        memories = list({m.id: m for m in write.memories}.values())
+        for m in memories:
+            if isinstance(m, Episode):
+                raise ValueError("episodes are written with put_batch, not write_derived")
+        ids = [mid for mid in write.vectors if any(m.id == mid for m in memories)]
+        vecs: dict[str, npt.NDArray[np.float32]] = {}
+        if ids:
+            rows = normalise_vectors(
+                np.stack([np.asarray(write.vectors[i], dtype=np.float32) for i in ids]),
+                len(ids),
+                dimension,
+            )
+            vecs = {mid: rows[i] for i, mid in enumerate(ids)}
+        prepared.append((write, memories, vecs))
+    return prepared
 
 
 @dataclass(frozen=True)

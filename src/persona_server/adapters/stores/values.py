@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 from pydantic import TypeAdapter
@@ -15,6 +16,7 @@ from pydantic import TypeAdapter
 from persona_server.domain.models import (
     Entity,
     EntityKind,
+    Episode,
     ExtractionState,
     ExtractionStatus,
     Fact,
@@ -110,3 +112,49 @@ def normalise_vectors(vectors: Vectors, count: int, dimension: int) -> Vectors:
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(arr / norms, dtype=np.float32)
+
+
+def chain_at(episode: Episode) -> int:
+    """An episode's time in the chain order. Episodes without an event time still need a
+    chain position; their record time stands in."""
+    return to_us(episode.occurred_at or episode.recorded_at)
+
+
+def memory_fields(memory: Memory, stored_apart: frozenset[str]) -> dict[str, Any]:
+    """What both stores keep of a memory, field by field: times as microseconds, metadata as
+    JSON, the merge key, a fact's ends, an episode's source, sequence, chain position and
+    extraction state, and every model field not in `stored_apart` in the JSON `payload` (so a
+    new field needs no migration). Absent values are None, so writing the dict over an earlier
+    version also clears what that version had set."""
+    payload = memory.model_dump(mode="json", exclude=set(stored_apart))
+    fields: dict[str, Any] = {
+        "id": memory.id,
+        "type": memory.type.value,
+        "text": memory.text,
+        "occurred_at": opt_us(memory.occurred_at),
+        "recorded_at": to_us(memory.recorded_at),
+        "valid_from": opt_us(memory.valid_from),
+        "invalid_at": opt_us(memory.invalid_at),
+        "mention_count": memory.mention_count,
+        "last_reinforced_at": opt_us(memory.last_reinforced_at),
+        "metadata": dump_metadata(memory.metadata),
+        "payload": json.dumps(payload, sort_keys=True, ensure_ascii=False),
+        "merge_key": merge_key(memory),
+        "subject_id": None,
+        "object_id": None,
+        "source_id": None,
+        "seq": None,
+        "chain_at": None,
+        "extraction": None,
+        "extraction_due": None,
+    }
+    if isinstance(memory, Fact):
+        fields["subject_id"] = memory.subject_id or None
+        fields["object_id"] = memory.object_id or None
+    if isinstance(memory, Episode):
+        fields["source_id"] = memory.source_id
+        fields["seq"] = memory.seq
+        fields["chain_at"] = chain_at(memory)
+        fields["extraction"] = memory.extraction.model_dump_json()
+        fields["extraction_due"] = extraction_due(memory.extraction, memory.recorded_at)
+    return fields

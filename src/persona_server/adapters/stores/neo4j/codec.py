@@ -32,15 +32,11 @@ import numpy.typing as npt
 # keys and extraction due times identically (the conformance suite pins them).
 from persona_server.adapters.stores.values import (
     MEMORY_ADAPTER,
-    dump_metadata,
     entity_names,
-    extraction_due,
-    merge_key,
+    memory_fields,
     opt_from_us,
-    opt_us,
-    to_us,
 )
-from persona_server.domain.models import Entity, Episode, Fact, Memory, MemoryType, UserRef
+from persona_server.domain.models import Entity, Episode, Memory, MemoryType, UserRef
 from persona_server.ports.graph_store import PROVENANCE_LIMIT
 
 # Fields with their own property (or rebuilt from DERIVED_FROM); the rest goes to `payload`.
@@ -119,58 +115,25 @@ def meta_pairs(metadata: Mapping[str, str]) -> list[str]:
     return sorted(json.dumps([k, v], ensure_ascii=False) for k, v in metadata.items())
 
 
-def chain_at(episode: Episode) -> int:
-    """An episode's time in the chain order. Episodes without an event time still need a
-    chain position; their record time stands in."""
-    return to_us(episode.occurred_at or episode.recorded_at)
-
-
 def memory_props(user: UserRef, memory: Memory) -> dict[str, Any]:
     """Every property of the node except the vectors; absent values are None, so that
     `SET m += props` also clears what an earlier version had set."""
-    payload = memory.model_dump(mode="json", exclude=set(_PROPERTY_FIELDS))
     props: dict[str, Any] = {
         "tenant": user.tenant,
         "user_id": user.user_id,
         "owner": owner_token(user),
-        "id": memory.id,
-        "type": memory.type.value,
-        "text": memory.text,
+        **memory_fields(memory, _PROPERTY_FIELDS),
         "search_text": memory.text,
-        "occurred_at": opt_us(memory.occurred_at),
-        "recorded_at": to_us(memory.recorded_at),
-        "valid_from": opt_us(memory.valid_from),
-        "invalid_at": opt_us(memory.invalid_at),
-        "mention_count": memory.mention_count,
-        "last_reinforced_at": opt_us(memory.last_reinforced_at),
-        "metadata": dump_metadata(memory.metadata),
         "meta_pairs": meta_pairs(memory.metadata),
-        "payload": json.dumps(payload, sort_keys=True, ensure_ascii=False),
-        "merge_key": merge_key(memory),
-        "subject_id": None,
-        "object_id": None,
-        "source_id": None,
-        "seq": None,
-        "chain_at": None,
-        "extraction": None,
-        "extraction_due": None,
         "names": None,
         "summary": None,
     }
-    if isinstance(memory, Fact):
-        props["subject_id"] = memory.subject_id or None
-        props["object_id"] = memory.object_id or None
     if isinstance(memory, Entity):
         props["names"] = sorted(entity_names(memory))
     if isinstance(memory, Episode):
         props["search_text"] = f"{memory.speaker} {memory.text}".strip()
         # Its own property, so extraction can set it without rewriting the JSON payload.
         props["summary"] = memory.summary
-        props["source_id"] = memory.source_id
-        props["seq"] = memory.seq
-        props["chain_at"] = chain_at(memory)
-        props["extraction"] = memory.extraction.model_dump_json()
-        props["extraction_due"] = extraction_due(memory.extraction, memory.recorded_at)
     return props
 
 

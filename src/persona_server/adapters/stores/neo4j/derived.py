@@ -19,15 +19,13 @@ import numpy as np
 import numpy.typing as npt
 from neo4j import AsyncManagedTransaction
 
+from persona_server.adapters.stores.batch_plan import Prepared
 from persona_server.adapters.stores.neo4j.changes import ChangeLog
 from persona_server.adapters.stores.neo4j.codec import memory_props, user_params, vector_params
 from persona_server.adapters.stores.neo4j.driver import rows, run
 from persona_server.adapters.stores.neo4j.episodes import SET_EXTRACTION, status_params
 from persona_server.adapters.stores.values import opt_us, to_us
 from persona_server.domain.models import ChangeKind, Entity, Fact, Memory, MemoryType, UserRef
-from persona_server.ports.graph_store import DerivedWrite
-
-Prepared = tuple[DerivedWrite, list[Memory], dict[str, npt.NDArray[np.float32]]]
 
 _STATE = """
 UNWIND $ids AS id

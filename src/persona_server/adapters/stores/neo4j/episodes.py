@@ -10,13 +10,12 @@ import numpy as np
 import numpy.typing as npt
 from neo4j import AsyncManagedTransaction
 
-from persona_server.adapters.stores.batch_plan import StoredSource, plan_batch
+from persona_server.adapters.stores.batch_plan import StoredSource, checked_episodes, plan_batch
 from persona_server.adapters.stores.neo4j.cascade import detach_episodes
 from persona_server.adapters.stores.neo4j.chain import ChainEdit, append, tail
 from persona_server.adapters.stores.neo4j.changes import ChangeLog
 from persona_server.adapters.stores.neo4j.codec import (
     MEMORY_PROJECTION,
-    chain_at,
     memory_props,
     to_memory,
     user_params,
@@ -24,7 +23,7 @@ from persona_server.adapters.stores.neo4j.codec import (
 )
 from persona_server.adapters.stores.neo4j.driver import Connection, rows, run
 from persona_server.adapters.stores.neo4j.users import lock_user
-from persona_server.adapters.stores.values import extraction_due, normalise_vectors, to_us
+from persona_server.adapters.stores.values import chain_at, extraction_due, to_us
 from persona_server.domain.models import (
     ChangeKind,
     Episode,
@@ -141,12 +140,7 @@ class Neo4jEpisodeOps:
     ) -> list[EpisodeWriteResult]:
         if not episodes:
             return []
-        for ep in episodes:
-            if not isinstance(ep, Episode):
-                raise TypeError(f"put_batch takes episodes, got {type(ep).__name__}")
-            if not ep.source_id:
-                raise ValueError("every episode needs a source_id")
-        vecs = normalise_vectors(vectors, len(episodes), self.dimension)
+        vecs = checked_episodes(episodes, vectors, self.dimension)
         return await self._conn.write(self._put, user, episodes, vecs, replace)
 
     @staticmethod

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from neo4j import AsyncManagedTransaction
 
+from persona_server.adapters.stores.batch_plan import prepared_derived
 from persona_server.adapters.stores.neo4j.cascade import delete_memories, detach_episodes
 from persona_server.adapters.stores.neo4j.chain import ChainEdit
 from persona_server.adapters.stores.neo4j.changes import ChangeLog
@@ -20,15 +19,14 @@ from persona_server.adapters.stores.neo4j.codec import (
     record_to_memory,
     user_params,
 )
-from persona_server.adapters.stores.neo4j.derived import Prepared, write_derived
+from persona_server.adapters.stores.neo4j.derived import write_derived
 from persona_server.adapters.stores.neo4j.driver import Connection, rows
 from persona_server.adapters.stores.neo4j.filters import FILTER, filter_params
 from persona_server.adapters.stores.neo4j.users import lock_user
 from persona_server.adapters.stores.paging import decode_cursor, encode_cursor
-from persona_server.adapters.stores.values import normalise_vectors, to_us
+from persona_server.adapters.stores.values import to_us
 from persona_server.domain.models import (
     Entity,
-    Episode,
     Memory,
     MemoryType,
     UserRef,
@@ -186,22 +184,7 @@ class Neo4jMemoryOps:
         return await self._conn.write(work)
 
     async def write_derived(self, user: UserRef, *writes: DerivedWrite) -> None:
-        prepared: list[Prepared] = []
-        for write in writes:
-            memories = list({m.id: m for m in write.memories}.values())
-            for m in memories:
-                if isinstance(m, Episode):
-                    raise ValueError("episodes are written with put_batch, not write_derived")
-            ids = [mid for mid in write.vectors if any(m.id == mid for m in memories)]
-            vecs: dict[str, npt.NDArray[np.float32]] = {}
-            if ids:
-                matrix = normalise_vectors(
-                    np.stack([np.asarray(write.vectors[i], dtype=np.float32) for i in ids]),
-                    len(ids),
-                    self.dimension,
-                )
-                vecs = {mid: matrix[i] for i, mid in enumerate(ids)}
-            prepared.append((write, memories, vecs))
+        prepared = prepared_derived(writes, self.dimension)
         if not prepared:
             return
 

@@ -11,17 +11,11 @@ import numpy as np
 
 from persona_server.adapters.stores.values import (
     MEMORY_ADAPTER,
-    dump_metadata,
-    extraction_due,
     from_us,
-    merge_key,
+    memory_fields,
     opt_from_us,
-    opt_us,
-    to_us,
 )
 from persona_server.domain.models import (
-    Episode,
-    Fact,
     Memory,
     MemoryType,
 )
@@ -75,41 +69,7 @@ UPDATE_MEMORY = (
 
 
 def memory_params(user_key: int, memory: Memory) -> dict[str, Any]:
-    payload = memory.model_dump(mode="json", exclude=set(_COLUMN_FIELDS))
-    params: dict[str, Any] = {
-        "user_key": user_key,
-        "id": memory.id,
-        "type": memory.type.value,
-        "text": memory.text,
-        "occurred_at": opt_us(memory.occurred_at),
-        "recorded_at": to_us(memory.recorded_at),
-        "valid_from": opt_us(memory.valid_from),
-        "invalid_at": opt_us(memory.invalid_at),
-        "mention_count": memory.mention_count,
-        "last_reinforced_at": opt_us(memory.last_reinforced_at),
-        "metadata": dump_metadata(memory.metadata),
-        "payload": json.dumps(payload, sort_keys=True, ensure_ascii=False),
-        "merge_key": merge_key(memory),
-        "subject_id": None,
-        "object_id": None,
-        "source_id": None,
-        "seq": None,
-        "chain_at": None,
-        "extraction": None,
-        "extraction_due": None,
-    }
-    if isinstance(memory, Fact):
-        params["subject_id"] = memory.subject_id or None
-        params["object_id"] = memory.object_id or None
-    if isinstance(memory, Episode):
-        params["source_id"] = memory.source_id
-        params["seq"] = memory.seq
-        # Episodes without an event time still need a chain position; record time is the
-        # best stand-in.
-        params["chain_at"] = to_us(memory.occurred_at or memory.recorded_at)
-        params["extraction"] = memory.extraction.model_dump_json()
-        params["extraction_due"] = extraction_due(memory.extraction, memory.recorded_at)
-    return params
+    return {"user_key": user_key, **memory_fields(memory, _COLUMN_FIELDS)}
 
 
 def row_to_memory(

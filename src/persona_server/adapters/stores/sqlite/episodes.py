@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from persona_server.adapters.stores.batch_plan import StoredSource, plan_batch
+from persona_server.adapters.stores.batch_plan import StoredSource, checked_episodes, plan_batch
 from persona_server.adapters.stores.sqlite.cascade import detach_episode
 from persona_server.adapters.stores.sqlite.changes import ChangeLog
 from persona_server.adapters.stores.sqlite.codec import (
@@ -25,7 +25,7 @@ from persona_server.adapters.stores.sqlite.codec import (
 from persona_server.adapters.stores.sqlite.connection import read_transaction, write_transaction
 from persona_server.adapters.stores.sqlite.context import StoreContext
 from persona_server.adapters.stores.sqlite.users import cache_key, ensure_user_key, find_user_key
-from persona_server.adapters.stores.values import extraction_due, from_us, normalise_vectors, to_us
+from persona_server.adapters.stores.values import extraction_due, from_us, to_us
 from persona_server.adapters.stores.vector_matrix import Change, VectorRow
 from persona_server.domain.models import (
     ChangeKind,
@@ -67,12 +67,7 @@ class SqliteEpisodeOps:
     ) -> list[EpisodeWriteResult]:
         if not episodes:
             return []
-        for ep in episodes:
-            if not isinstance(ep, Episode):
-                raise TypeError(f"put_batch takes episodes, got {type(ep).__name__}")
-            if not ep.source_id:
-                raise ValueError("every episode needs a source_id")
-        vecs = normalise_vectors(vectors, len(episodes), self._ctx.dimension)
+        vecs = checked_episodes(episodes, vectors, self._ctx.dimension)
 
         def run(conn: sqlite3.Connection) -> list[EpisodeWriteResult]:
             now = datetime.now(UTC)

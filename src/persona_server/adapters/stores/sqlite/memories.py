@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from persona_server.adapters.stores.batch_plan import prepared_derived
 from persona_server.adapters.stores.paging import decode_cursor, encode_cursor
 from persona_server.adapters.stores.sqlite.cascade import delete_rows, detach_episode
 from persona_server.adapters.stores.sqlite.changes import ChangeLog
@@ -30,12 +31,11 @@ from persona_server.adapters.stores.sqlite.episodes import (
 )
 from persona_server.adapters.stores.sqlite.filters import filter_sql
 from persona_server.adapters.stores.sqlite.users import cache_key, find_user_key
-from persona_server.adapters.stores.values import entity_names, normalise_vectors, to_us
+from persona_server.adapters.stores.values import entity_names, to_us
 from persona_server.adapters.stores.vector_matrix import Change, VectorRow
 from persona_server.domain.models import (
     ChangeKind,
     Entity,
-    Episode,
     Memory,
     MemoryType,
     UserRef,
@@ -128,22 +128,7 @@ class SqliteMemoryOps:
         return await self._ctx.db.write(run)
 
     async def write_derived(self, user: UserRef, *writes: DerivedWrite) -> None:
-        prepared: list[tuple[DerivedWrite, list[Memory], dict[str, npt.NDArray[np.float32]]]] = []
-        for write in writes:
-            memories = list({m.id: m for m in write.memories}.values())
-            for m in memories:
-                if isinstance(m, Episode):
-                    raise ValueError("episodes are written with put_batch, not write_derived")
-            ids = [mid for mid in write.vectors if any(m.id == mid for m in memories)]
-            vecs: dict[str, npt.NDArray[np.float32]] = {}
-            if ids:
-                rows = normalise_vectors(
-                    np.stack([np.asarray(write.vectors[i], dtype=np.float32) for i in ids]),
-                    len(ids),
-                    self._ctx.dimension,
-                )
-                vecs = {mid: rows[i] for i, mid in enumerate(ids)}
-            prepared.append((write, memories, vecs))
+        prepared = prepared_derived(writes, self._ctx.dimension)
 
         def run(conn: sqlite3.Connection) -> None:
             # One transaction for the whole batch: one fsync instead of one per episode.
