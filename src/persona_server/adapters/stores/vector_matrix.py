@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +36,24 @@ class VectorRow:
     occurred_at: int | None
     valid_from: int | None
     invalid_at: int | None
-    metadata: str  # canonical JSON, see codec.dump_metadata
+    metadata: str  # canonical JSON, see values.dump_metadata
     vector: npt.NDArray[np.float32] | None
+
+    @classmethod
+    def from_fields(
+        cls, fields: Mapping[str, Any], vector: npt.NDArray[np.float32] | None
+    ) -> VectorRow:
+        """From a memory's stored fields (values.memory_fields, or a row read back)."""
+        return cls(
+            memory_id=fields["id"],
+            memory_type=fields["type"],
+            recorded_at=fields["recorded_at"],
+            occurred_at=fields["occurred_at"],
+            valid_from=fields["valid_from"],
+            invalid_at=fields["invalid_at"],
+            metadata=fields["metadata"],
+            vector=vector,
+        )
 
 
 @dataclass(frozen=True)

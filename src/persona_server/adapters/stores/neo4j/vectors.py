@@ -90,16 +90,7 @@ def _row(r: dict[str, Any], dimension: int) -> VectorRow:
         vector = np.frombuffer(bytes(blob), dtype="<f4")
         if vector.shape != (dimension,):
             raise ValueError(f"stored vector of {r['id']} has {vector.size} values")
-    return VectorRow(
-        memory_id=r["id"],
-        memory_type=r["type"],
-        recorded_at=r["recorded_at"],
-        occurred_at=r["occurred_at"],
-        valid_from=r["valid_from"],
-        invalid_at=r["invalid_at"],
-        metadata=r["metadata"],
-        vector=vector,
-    )
+    return VectorRow.from_fields(r, vector)
 
 
 class VectorCache:

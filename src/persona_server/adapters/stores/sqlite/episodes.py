@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,19 +42,6 @@ UPSERT_VECTOR = (
     "INSERT INTO vectors (memory_rowid, vector) VALUES (?, ?) "
     "ON CONFLICT (memory_rowid) DO UPDATE SET vector = excluded.vector"
 )
-
-
-def vector_row(params: dict[str, Any], vector: npt.NDArray[np.float32] | None) -> VectorRow:
-    return VectorRow(
-        memory_id=params["id"],
-        memory_type=params["type"],
-        recorded_at=params["recorded_at"],
-        occurred_at=params["occurred_at"],
-        valid_from=params["valid_from"],
-        invalid_at=params["invalid_at"],
-        metadata=params["metadata"],
-        vector=vector,
-    )
 
 
 class SqliteEpisodeOps:
@@ -127,7 +113,7 @@ class SqliteEpisodeOps:
             )
             for p, (_, i) in zip(params, inserts, strict=True):
                 changes.add(ChangeKind.ADDED, p["id"], MemoryType.EPISODE)
-                upserts.append(vector_row(p, vecs[i]))
+                upserts.append(VectorRow.from_fields(p, vecs[i]))
         for episode_id, (ep, i) in replaces.items():
             rowid = rowids[ep.source_id]
             removals.extend(detach_episode(conn, key, rowid, changes))
@@ -135,7 +121,7 @@ class SqliteEpisodeOps:
             conn.execute(UPDATE_MEMORY, p)
             conn.execute(UPSERT_VECTOR, (rowid, vector_blob(vecs[i])))
             changes.add(ChangeKind.UPDATED, episode_id, MemoryType.EPISODE)
-            upserts.append(vector_row(p, vecs[i]))
+            upserts.append(VectorRow.from_fields(p, vecs[i]))
         changes.flush()
         return results, Change(upserts=upserts, removals=removals)
 

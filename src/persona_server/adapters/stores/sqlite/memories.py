@@ -27,7 +27,6 @@ from persona_server.adapters.stores.sqlite.context import StoreContext
 from persona_server.adapters.stores.sqlite.episodes import (
     UPSERT_VECTOR,
     set_extraction_status,
-    vector_row,
 )
 from persona_server.adapters.stores.sqlite.filters import filter_sql
 from persona_server.adapters.stores.sqlite.users import cache_key, find_user_key
@@ -231,7 +230,7 @@ class SqliteMemoryOps:
         for p in params:
             kind = ChangeKind.UPDATED if p["id"] in existing else ChangeKind.ADDED
             changes.add(kind, p["id"], p["type"])
-            upserts.append(vector_row(p, vecs.get(p["id"])))
+            upserts.append(VectorRow.from_fields(p, vecs.get(p["id"])))
 
         for fact_id, at in write.invalidate:
             cur = conn.execute(
