@@ -81,9 +81,16 @@ class ServerProcess:
         store: str = "sqlite",
         extra_env: Mapping[str, str] | None = None,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
+        data_dir: Path | None = None,
+        port: int = 0,
     ) -> None:
+        """`data_dir`: keep the store there (not removed at stop), so that one data directory
+        can outlive several server processes (restarts, kill -9); default a fresh temporary
+        one. `port`: listen there (default a free port chosen at each start)."""
         self.store = store
         self._extra_env = dict(extra_env or {})
+        self._data_dir = data_dir
+        self._fixed_port = port
         self._startup_timeout_s = startup_timeout_s
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -101,10 +108,11 @@ class ServerProcess:
 
     def start(self) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="persona-bench-"))
-        cwd, data_dir = self._tmp / "cwd", self._tmp / "data"
+        cwd = self._tmp / "cwd"
+        data_dir = self._data_dir or self._tmp / "data"
         cwd.mkdir()
         self._log = self._tmp / "server.log"
-        self.port = free_port()
+        self.port = self._fixed_port or free_port()
         listen = f"127.0.0.1:{self.port}"
         env = offline_env(
             {
@@ -164,7 +172,7 @@ class ServerProcess:
         """Bytes the server's data directory holds now (the embedded store's files)."""
         if self._tmp is None:
             return 0
-        data = self._tmp / "data"
+        data = self._data_dir or self._tmp / "data"
         return sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) if data.exists() else 0
 
     def memory_kb(self) -> dict[str, int]:
@@ -176,6 +184,13 @@ class ServerProcess:
                 if key in ("VmHWM", "VmRSS"):
                     out[key] = int(value.split()[0])
         return out
+
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown of any kind), then clean up like `stop`."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self.stop()
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

@@ -126,6 +126,7 @@ def build_extraction(
             poll_s=settings.extraction_poll_s,
             concurrency=settings.extraction_concurrency,
             pending_grace_s=_OFFLINE_PENDING_GRACE_S,
+            lease_s=settings.extraction_lease_s,
         )
         scheduler = InlineExtraction(store, pipeline, retry)
         return Extraction(pipeline, scheduler, worker, OfflineAskService(), None)
@@ -157,6 +158,7 @@ def build_extraction(
         retry=retry,
         poll_s=settings.extraction_poll_s,
         concurrency=settings.extraction_concurrency,
+        lease_s=settings.extraction_lease_s,
     )
     ask = LlmAskService(recall, llm, limits)
     return Extraction(pipeline, WorkerExtraction(worker), worker, ask, llm)

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         5.0, gt=0, description="delay before the first retry of a failed extraction (doubles)"
     )
     extraction_retry_max_s: float = Field(3600.0, gt=0, description="longest retry delay")
+    extraction_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="term of a replica's extraction lease on a user (renewed every third of "
+        "it while the user is worked on): how long a crashed replica can hold a user up",
+    )
     extraction_max_attempts: int = Field(
         12, ge=0, description="attempts before an extraction stays failed; 0 = never give up"
     )

@@ -16,8 +16,11 @@ work survives restarts and crashes without any in-memory queue to lose. The work
 
 One process runs one worker; several replicas sharing a store each run one. A worker extracts a
 user only while it holds that user's extraction lease in the store (`users.lease_extraction`,
-renewed before each episode, released when done), and re-reads the episodes once it has it, so
-a user is worked on by one replica at a time and no episode is extracted twice.
+renewed by a heartbeat every third of its term while the user is worked on, released when
+done), and re-reads the episodes once it has it, so a user is worked on by one replica at a
+time and no episode is extracted twice. The term is short (30 s by default) so that a replica
+killed mid-extraction holds its users up for at most that long; the heartbeat, not the term,
+covers a slow model call. A worker whose renewal fails stops working on that user at once.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from persona_server.services.ingest import utcnow
 from persona_server.services.notifier import ChangeNotifier
 
 log = logging.getLogger(__name__)
-DEFAULT_LEASE_S = 300.0  # renewed before every episode, so it bounds one extraction, not a batch
+DEFAULT_LEASE_S = 30.0  # renewed every third of it while a user is worked on
 _MIN_PAUSE_S = 0.05  # between dispatch rounds, so a store that keeps failing cannot spin a core
 _STOP_TIMEOUT_S = 5.0
 
@@ -72,7 +75,8 @@ class ExtractionWorker:
         """`pending_grace_s` leaves never-attempted episodes alone for that long: used when
         Ingest extracts inline (offline), so the worker only retries failures and recovers
         what a crash left pending, and never races the inline extraction. `lease_s` is how
-        long the user lease lasts after each renewal (one per episode); `owner` names this
+        long the user lease lasts after each renewal (a heartbeat renews it every third of
+        that while the user is worked on); `owner` names this
         worker in the store (default: host, process and a random part)."""
         self._store = store
         self._lease_for = timedelta(seconds=lease_s)
@@ -246,6 +250,7 @@ class ExtractionWorker:
         """Extract one user's episodes in order while holding the user's lease in the store,
         so that no other replica's worker extracts them at the same time."""
         leased = False
+        heartbeat: asyncio.Task[None] | None = None
         try:
             leased = await self._lease(user)
             if not leased:
@@ -255,6 +260,9 @@ class ExtractionWorker:
                 if waited:
                     self._hints.setdefault(user, []).extend(waited)
                 return
+            work = asyncio.current_task()
+            assert work is not None
+            heartbeat = asyncio.create_task(self._hold_lease(user, work))
             try:
                 todo = await self._still_to_do(user, episodes)
             except Exception:
@@ -262,16 +270,32 @@ class ExtractionWorker:
                 log.exception("extraction worker could not re-read episodes")
                 return
             for episode in todo:
-                if self._stopping or not await self._lease(user):
-                    return  # renewing failed: the lease may be another replica's by now
+                if self._stopping:
+                    return
                 await self._extract_one(user, episode)
         finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
             self._busy.pop(user, None)
             if leased:
                 with contextlib.suppress(Exception):
                     await self._store.users.release_extraction(user, self.owner)
                 if not self._stopping:
                     self._wake.set()  # the user may have more due work, or a hint waiting
+
+    async def _hold_lease(self, user: UserRef, work: asyncio.Task[None]) -> None:
+        """Renew the user's lease every third of its term while `work` runs. If a renewal
+        fails (the store is down, or the lease ran out and another replica took it), `work`
+        is cancelled: its current episode stays as it was, due again later, rather than
+        risking two replicas extracting one user at once."""
+        while True:
+            await asyncio.sleep(self._lease_for.total_seconds() / 3)
+            if not await self._lease(user):
+                log.warning(
+                    "extraction lease lost; stopping this user", extra={"user": user.user_id}
+                )
+                work.cancel()
+                return
 
     async def _lease(self, user: UserRef) -> bool:
         now = self._clock()
