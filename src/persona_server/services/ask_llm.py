@@ -31,15 +31,13 @@ from persona_server.ports.llm import (
     schema_problems,
     structured,
 )
+from persona_server.services import json_schemas
 from persona_server.services.commands import AskQuery, RecallQuery
 from persona_server.services.ingest import utcnow
 from persona_server.services.recall import RecallService
 from persona_server.services.results import AskAnswer
 
-MAX_SCHEMA_NODES = 2000
-MAX_SCHEMA_DEPTH = 32
 _DEF_KEYS = ("$defs", "definitions")
-_UNSUPPORTED_KEYS = ("$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$recursiveAnchor")
 _ANSWER_PATH = "#/properties/answer"
 
 ASK_SYSTEM = """\
@@ -59,35 +57,6 @@ def _violation(description: str) -> InvalidArgumentError:
     return InvalidArgumentError([FieldViolation("json_schema", description)])
 
 
-def _check_supported(schema: Any) -> None:
-    nodes = 0
-
-    def walk(node: Any, depth: int) -> None:
-        nonlocal nodes
-        nodes += 1
-        if nodes > MAX_SCHEMA_NODES:
-            raise _violation(f"json_schema is too large: more than {MAX_SCHEMA_NODES} nodes")
-        if depth > MAX_SCHEMA_DEPTH:
-            raise _violation(f"json_schema is nested more than {MAX_SCHEMA_DEPTH} levels deep")
-        if isinstance(node, dict):
-            for key in _UNSUPPORTED_KEYS:
-                if key in node:
-                    raise _violation(f"json_schema uses {key}, which is not supported")
-            ref = node.get("$ref")
-            if isinstance(ref, str) and not ref.startswith("#"):
-                raise _violation(
-                    f"json_schema has a remote $ref ({ref[:100]}); only local refs "
-                    "(#/$defs/...) are supported"
-                )
-            for value in node.values():
-                walk(value, depth + 1)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value, depth + 1)
-
-    walk(schema, 0)
-
-
 def _rewrite_refs(node: Any) -> Any:
     if isinstance(node, dict):
         out = {k: _rewrite_refs(v) for k, v in node.items()}
@@ -105,7 +74,10 @@ def _rewrite_refs(node: Any) -> Any:
 
 def envelope(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema the model answers in; raises INVALID_ARGUMENT for unsupported schemas."""
-    _check_supported(schema)
+    try:
+        json_schemas.check(schema)  # validation did it already; envelope() is public
+    except json_schemas.SchemaProblem as problem:
+        raise _violation(f"json_schema {problem}") from None
     answer = copy.deepcopy(schema)
     hoisted = {k: answer.pop(k) for k in _DEF_KEYS if k in answer}
     for key in ("$schema", "$id"):

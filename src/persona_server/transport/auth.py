@@ -10,14 +10,15 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 
 from persona_server.domain.errors import UnauthenticatedError
 from persona_server.transport.errors import to_status
+from persona_server.transport.handlers import Handler, rebuild
 
 _current_tenant: contextvars.ContextVar[str] = contextvars.ContextVar("persona_tenant")
 
@@ -103,11 +104,6 @@ def _key_from_metadata(metadata: Any) -> str | None:
     return None
 
 
-# The handler types of grpc's stubs describe sync behaviours; under grpc.aio they are coroutines
-# and async generators, so the wrappers below are typed loosely on purpose.
-_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-
-
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, keys: KeyRing, default_tenant: str) -> None:
         self._keys = keys
@@ -129,48 +125,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
         outcome = self._authenticate(handler_call_details.invocation_metadata)
-        return _wrap(handler, outcome)
 
+        async def enter(context: Any) -> None:
+            if isinstance(outcome, UnauthenticatedError):
+                await context.abort_with_status(to_status(outcome))
+                return
+            _current_tenant.set(outcome)
 
-def _wrap(handler: _Handler, outcome: str | UnauthenticatedError) -> _Handler:
-    async def enter(context: Any) -> None:
-        if isinstance(outcome, UnauthenticatedError):
-            await context.abort_with_status(to_status(outcome))
-            return
-        _current_tenant.set(outcome)
-
-    if handler.unary_unary is not None:
-        inner_unary: Any = handler.unary_unary
-
-        async def unary(request: Any, context: Any) -> Any:
-            await enter(context)
-            return await inner_unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        inner_stream: Any = handler.unary_stream
-
-        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            await enter(context)
-            async for item in inner_stream(request, context):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    # The API has no client-streaming RPCs; refuse rather than serve one unauthenticated.
-    raise RuntimeError(f"unsupported handler kind for {handler}")
+        return rebuild(handler, enter=enter)

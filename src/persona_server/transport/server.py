@@ -17,6 +17,7 @@ from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
 from persona_server.config import Settings
 from persona_server.transport.auth import AuthInterceptor, KeyRing
+from persona_server.transport.decoding import DecodeGuardInterceptor
 from persona_server.transport.servicer import MemoryServicer, Services
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ async def start_grpc_server(
         interceptors=[
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
             AuthInterceptor(keys, settings.default_tenant),
+            # Last, so that its handler is the innermost: undecodable requests are refused as
+            # INVALID_ARGUMENT after authentication, never reaching a servicer.
+            DecodeGuardInterceptor(),
         ],
         options=[
             ("grpc.max_receive_message_length", limit),

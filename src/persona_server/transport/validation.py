@@ -4,12 +4,10 @@ bad field. Nothing reaches a service (or the store) unchecked.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import jsonschema
 from google.protobuf import timestamp_pb2
 
 from persona.v1 import memory_pb2 as pb
@@ -17,7 +15,7 @@ from persona.v1 import memory_service_pb2 as svc
 from persona_server.domain.errors import FieldViolation, InvalidArgumentError
 from persona_server.domain.models import ChatRole, MemoryType, SourceType, UserRef
 from persona_server.ports.graph_store import MemoryFilter
-from persona_server.services import resume_token
+from persona_server.services import json_schemas, resume_token
 from persona_server.services.commands import (
     AskQuery,
     IngestCommand,
@@ -39,7 +37,6 @@ MAX_METADATA_ENTRIES = 32
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 1024
 MAX_SPEAKER_CHARS = 128
-MAX_SCHEMA_BYTES = 64 * 1024
 MAX_FUTURE = timedelta(days=1)
 # Timestamp's own valid range (0001-01-01 .. 9999-12-31), per google/protobuf/timestamp.proto.
 _MIN_SECONDS = -62135596800
@@ -251,28 +248,11 @@ def ask(tenant: str, req: svc.AskStructuredRequest) -> AskQuery:
 
 
 def parse_schema(v: Violations, text: str) -> dict[str, Any] | None:
-    size = len(text.encode("utf-8"))
-    if not text.strip():
-        v.add("json_schema", "json_schema is required")
-        return None
-    if size > MAX_SCHEMA_BYTES:
-        v.add("json_schema", f"json_schema must be at most {MAX_SCHEMA_BYTES} bytes, got {size}")
-        return None
     try:
-        schema = json.loads(text)
-    except json.JSONDecodeError as exc:
-        v.add("json_schema", f"json_schema is not valid JSON: {exc}")
+        return json_schemas.parse(text)
+    except json_schemas.SchemaProblem as problem:
+        v.add("json_schema", f"json_schema {problem}")
         return None
-    if not isinstance(schema, dict):
-        v.add("json_schema", "json_schema must be a JSON object")
-        return None
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        path = "/".join(str(p) for p in exc.path) or "(root)"
-        v.add("json_schema", f"json_schema is not a valid JSON Schema at {path}: {exc.message}")
-        return None
-    return schema
 
 
 def stream(tenant: str, req: svc.StreamContextRequest) -> StreamQuery:
