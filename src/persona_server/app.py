@@ -7,10 +7,13 @@ import logging
 import signal
 from dataclasses import dataclass
 
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
 from persona_server.config import Settings
 from persona_server.extraction.offline.extractor import OfflineExtractor
 from persona_server.extraction.offline.query_time import query_time_spans
-from persona_server.observability import configure_logging, configure_tracing
+from persona_server.observability import configure_logging, configure_metrics, configure_tracing
 from persona_server.ports.embedder import Embedder
 from persona_server.ports.graph_store import GraphStore
 from persona_server.ports.llm import LlmClient
@@ -190,7 +193,20 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         await store.close()
         raise
     extraction.worker.start()
+    _observe_backlog(extraction.worker)
     return App(settings, store, emb, services, server, owns_embedder, extraction)
+
+
+def _observe_backlog(worker: ExtractionWorker) -> None:
+    def observe(_options: CallbackOptions) -> list[Observation]:
+        return [] if worker.backlog is None else [Observation(worker.backlog)]
+
+    metrics.get_meter("persona.extraction").create_observable_gauge(
+        "persona.extraction.backlog",
+        callbacks=[observe],
+        unit="{episode}",
+        description="episodes whose extraction is still to come (pending or to be retried)",
+    )
 
 
 async def _serve_until_signal(settings: Settings) -> None:
@@ -209,4 +225,5 @@ def serve(settings: Settings) -> None:
     """Run the server until SIGTERM or SIGINT (graceful: in-flight RPCs get a grace period)."""
     configure_logging(settings.log_level)
     configure_tracing(settings)
+    configure_metrics(settings)
     asyncio.run(_serve_until_signal(settings))

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         "none", description="OpenTelemetry span exporter"
     )
     otel_endpoint: str = Field("", description="OTLP endpoint when otel_exporter=otlp")
+    metrics_prometheus: str = Field(
+        "", description="HOST:PORT to serve Prometheus metrics on (/metrics); empty = off"
+    )
 
     # --- store ---
     store: Literal["sqlite", "neo4j"] = Field("sqlite", description="graph store backend")
@@ -118,9 +121,13 @@ class Settings(BaseSettings):
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"listen must be HOST:PORT, got {value!r}")
+        return _check_listen(value, "listen")
+
+    @field_validator("metrics_prometheus")
+    @classmethod
+    def _check_metrics(cls, value: str) -> str:
+        if value:
+            _check_listen(value, "metrics_prometheus")
         return value
 
     @property
@@ -130,3 +137,15 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_model)
+
+
+def _check_listen(value: str, name: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{name} must be HOST:PORT, got {value!r}")
+    return value
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)

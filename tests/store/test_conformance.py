@@ -910,6 +910,24 @@ async def test_due_for_extraction(store: GraphStore) -> None:
     assert mine(await store.episodes.due_for_extraction(retry_at, 1000)) == {}
 
 
+async def test_extraction_backlog_counts_what_is_still_to_extract(store: GraphStore) -> None:
+    base = await store.episodes.extraction_backlog()
+    user = new_user()
+    first, second = episode("a", "pending one"), episode("b", "pending two")
+    await put(store, user, [first, second])
+    assert await store.episodes.extraction_backlog() == base + 2
+    await store.episodes.set_extraction(
+        user, first.id, ExtractionStatus(state=ExtractionState.DONE)
+    )
+    retry_at = datetime.now(UTC) + timedelta(hours=1)
+    failed = ExtractionStatus(state=ExtractionState.FAILED, attempts=1, next_attempt_at=retry_at)
+    await store.episodes.set_extraction(user, second.id, failed)
+    assert await store.episodes.extraction_backlog() == base + 1  # a retry is still to come
+    given_up = ExtractionStatus(state=ExtractionState.FAILED, attempts=5)
+    await store.episodes.set_extraction(user, second.id, given_up)
+    assert await store.episodes.extraction_backlog() == base
+
+
 # --- opening ----------------------------------------------------------------------------
 
 

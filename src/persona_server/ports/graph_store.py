@@ -163,6 +163,11 @@ class EpisodeOps(Protocol):
         """Episodes across all tenants whose extraction is pending or failed and due by `now`."""
         ...
 
+    async def extraction_backlog(self) -> int:
+        """How many episodes, across all tenants, still have an extraction to come (pending,
+        or failed with a retry scheduled, due or not). For metrics: an indexed count."""
+        ...
+
 
 class MemoryOps(Protocol):
     async def get_many(self, user: UserRef, ids: Sequence[str]) -> dict[str, Memory]: ...

@@ -73,6 +73,11 @@ _calls_per_item = _meter.create_histogram(
     unit="{call}",
     description="LLM calls made to extract one ingested item",
 )
+_failures = _meter.create_counter(
+    "persona.extraction.failures",
+    unit="{episode}",
+    description="failed extraction attempts, by extractor and whether they will be retried",
+)
 _DERIVED = frozenset({MemoryType.ENTITY, MemoryType.FACT, MemoryType.PSYCHE, MemoryType.GOAL})
 _RRF_K = 60.0
 _TEXT_QUERY_CHARS = 2000  # full-text context search reads the start of long items only
@@ -613,6 +618,7 @@ async def record_failure(
     policy = retry or RetryPolicy()
     now = utcnow()
     transient = is_transient(exc)
+    _failures.add(len(episodes), {"extractor": extractor, "transient": str(transient).lower()})
     written: dict[str, ExtractionStatus] = {}
     for episode in episodes:
         attempts = episode.extraction.attempts + 1

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_S = 30.0  # renewed every third of it while a user is worked on
 _MIN_PAUSE_S = 0.05  # between dispatch rounds, so a store that keeps failing cannot spin a core
 _STOP_TIMEOUT_S = 5.0
+_BACKLOG_EVERY_S = 1.0  # the backlog count for metrics is refreshed at most this often
 
 _Key = tuple[UserRef, str]
 
@@ -98,6 +99,10 @@ class ExtractionWorker:
         self._not_before: dict[_Key, datetime] = {}
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
+        # Episodes still to extract, across all tenants (None until first counted); read by
+        # the `persona.extraction.backlog` gauge.
+        self.backlog: int | None = None
+        self._backlog_at = 0.0
 
     # --- lifecycle ---
 
@@ -178,6 +183,7 @@ class ExtractionWorker:
             try:
                 await self._dispatch(recovering)
                 recovering = False
+                await self._count_backlog()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -187,6 +193,12 @@ class ExtractionWorker:
                 async with asyncio.timeout(self._poll_s):
                     await self._wake.wait()
             await asyncio.sleep(_MIN_PAUSE_S)
+
+    async def _count_backlog(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._backlog_at >= _BACKLOG_EVERY_S:
+            self._backlog_at = now
+            self.backlog = await self._store.episodes.extraction_backlog()
 
     def _free_slots(self) -> int:
         return self._concurrency - len(self._busy)

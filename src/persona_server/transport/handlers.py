@@ -21,6 +21,9 @@ Enter = Callable[[Any], Awaitable[None]]
 # (request message, context) -> None, for every request message; it refuses by aborting.
 Check = Callable[[Any, Any], Awaitable[None]]
 Deserializer = Callable[[bytes], Any]
+# (context, the exception the call ended with or None), when the call is over, whatever the
+# outcome: the servicer returned, raised, aborted, or the client went away.
+Done = Callable[[Any, BaseException | None], None]
 
 
 async def _nothing(*_: Any) -> None:
@@ -33,9 +36,16 @@ def rebuild(
     enter: Enter | None = None,
     check: Check | None = None,
     request_deserializer: Deserializer | None = None,
+    done: Done | None = None,
 ) -> Handler:
-    """The same handler, with `enter` awaited once before the servicer and `check` awaited on
-    every request message (for request streams: as the servicer reads them)."""
+    """The same handler, with `enter` awaited once before the servicer, `check` awaited on
+    every request message (for request streams: as the servicer reads them), and `done` called
+    when the call is over."""
+    if done is not None:
+        return _observed(
+            rebuild(handler, enter=enter, check=check, request_deserializer=request_deserializer),
+            done,
+        )
     enter_ = enter or _nothing
     check_ = check or _nothing
     deserializer = request_deserializer or handler.request_deserializer
@@ -91,3 +101,49 @@ def rebuild(
             ss, request_deserializer=deserializer, response_serializer=serializer
         )
     raise RuntimeError(f"a method handler of no known kind: {handler}")
+
+
+def _observed(handler: Handler, done: Done) -> Handler:
+    serializer = handler.response_serializer
+    deserializer = handler.request_deserializer
+
+    if handler.unary_unary is not None or handler.stream_unary is not None:
+        inner: Any = handler.unary_unary or handler.stream_unary
+
+        async def unary_response(request: Any, context: Any) -> Any:
+            try:
+                response = await inner(request, context)
+            except BaseException as exc:
+                done(context, exc)
+                raise
+            done(context, None)
+            return response
+
+        make = (
+            grpc.unary_unary_rpc_method_handler
+            if handler.unary_unary is not None
+            else grpc.stream_unary_rpc_method_handler
+        )
+        return make(
+            unary_response, request_deserializer=deserializer, response_serializer=serializer
+        )
+
+    streaming: Any = handler.unary_stream or handler.stream_stream
+
+    async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
+        try:
+            async for response in streaming(request, context):
+                yield response
+        except BaseException as exc:
+            done(context, exc)
+            raise
+        done(context, None)
+
+    make_stream = (
+        grpc.unary_stream_rpc_method_handler
+        if handler.unary_stream is not None
+        else grpc.stream_stream_rpc_method_handler
+    )
+    return make_stream(
+        stream_response, request_deserializer=deserializer, response_serializer=serializer
+    )

@@ -18,6 +18,7 @@ from persona.v1 import memory_service_pb2_grpc as svc_grpc
 from persona_server.config import Settings
 from persona_server.transport.auth import AuthInterceptor, KeyRing
 from persona_server.transport.decoding import DecodeGuardInterceptor
+from persona_server.transport.metrics import MetricsInterceptor
 from persona_server.transport.servicer import MemoryServicer, Services
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ async def start_grpc_server(
     server = grpc.aio.server(
         interceptors=[
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
+            MetricsInterceptor(),  # outside auth: rejected keys are counted too
             AuthInterceptor(keys, settings.default_tenant),
             # Last, so that its handler is the innermost: undecodable requests are refused as
             # INVALID_ARGUMENT after authentication, never reaching a servicer.

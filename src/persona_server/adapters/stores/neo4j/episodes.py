@@ -118,6 +118,7 @@ SET e.extraction = item.extraction,
 """
 
 # The only query across tenants: the extraction worker's queue, served by the due-time index.
+_BACKLOG = "MATCH (m:Episode) WHERE m.extraction_due IS NOT NULL RETURN count(m) AS n"
 _DUE = (
     """
 MATCH (m:Episode)
@@ -239,6 +240,12 @@ class Neo4jEpisodeOps:
             assert isinstance(memory, Episode)
             out.append((UserRef(tenant=r["tenant"], user_id=r["user_id"]), memory))
         return out
+
+    async def extraction_backlog(self) -> int:
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            return await rows(tx, _BACKLOG, {})
+
+        return int((await self._conn.read(work))[0]["n"])
 
 
 async def neighbours(

@@ -217,6 +217,15 @@ class SqliteEpisodeOps:
 
         return await self._ctx.db.read(run)
 
+    async def extraction_backlog(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM memories WHERE extraction_due IS NOT NULL"
+            ).fetchone()
+            return int(count)
+
+        return await self._ctx.db.read(run)
+
 
 def set_extraction_status(
     conn: sqlite3.Connection, key: int, episode_id: str, status: ExtractionStatus
