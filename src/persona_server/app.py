@@ -11,6 +11,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from persona_server.config import Settings
+from persona_server.domain.tenancy import TenantLimits
 from persona_server.extraction.offline.extractor import OfflineExtractor
 from persona_server.extraction.offline.query_time import query_time_spans
 from persona_server.observability import configure_logging, configure_metrics, configure_tracing
@@ -24,8 +25,9 @@ from persona_server.services.extraction_worker import ExtractionWorker, WorkerEx
 from persona_server.services.ingest import ExtractionScheduler, IngestService
 from persona_server.services.memories import MemoryService
 from persona_server.services.notifier import ChangeNotifier
+from persona_server.services.quotas import Quotas
 from persona_server.services.recall import RecallService
-from persona_server.transport.auth import KeyRing
+from persona_server.transport.keys import KeySource
 from persona_server.transport.server import RunningServer, start_grpc_server
 from persona_server.transport.servicer import Services
 
@@ -169,7 +171,16 @@ def build_extraction(
 
 async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     """Start a server. Tests pass a shared `embedder` so the model loads once per session."""
-    keys = KeyRing.from_settings(settings.api_keys.get_secret_value(), settings.api_keys_file)
+    keys = KeySource(
+        settings.api_keys.get_secret_value(),
+        settings.api_keys_file,
+        poll_s=settings.api_keys_file_poll_s,
+    )
+    defaults = settings.tenant_limits
+
+    def limits_for(tenant: str) -> TenantLimits:
+        return keys.ring.limits_for(tenant, defaults)
+
     owns_embedder = embedder is None
     emb = embedder or build_embedder_from(settings)
     await emb.start()
@@ -179,14 +190,16 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     recall = RecallService(store, emb, time_spans=query_time_spans)
     extraction = build_extraction(settings, store, emb, notifier, recall)
     services = Services(
-        ingest=IngestService(store, emb, notifier, extraction.scheduler),
+        ingest=IngestService(
+            store, emb, notifier, extraction.scheduler, quotas=Quotas(store, limits_for)
+        ),
         recall=recall,
         memories=MemoryService(store, notifier),
         feed=ContextFeed(store, emb, recall, notifier),
         ask=extraction.ask,
     )
     try:
-        server = await start_grpc_server(settings, services, keys, store.ping)
+        server = await start_grpc_server(settings, services, keys, store.ping, limits_for)
     except BaseException:
         if extraction.llm is not None:
             await extraction.llm.close()

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from persona_server.domain.tenancy import TenantLimits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -27,6 +29,26 @@ class Settings(BaseSettings):
     reflection: bool = Field(True, description="serve gRPC server reflection")
     tls_cert_file: Path | None = Field(None, description="PEM certificate chain; enables TLS")
     tls_key_file: Path | None = Field(None, description="PEM private key for tls_cert_file")
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle: with TLS on, every client must present a certificate it "
+        "signed (mutual TLS)",
+    )
+    api_keys_file_poll_s: float = Field(
+        2.0, gt=0, description="how often the key file is checked for changes (rotation)"
+    )
+    rate_limit_rps: float = Field(
+        0.0, ge=0, description="requests per second per tenant and server process; 0 = off"
+    )
+    rate_limit_burst: int = Field(
+        0, ge=0, description="requests a tenant may make at once; 0 = one second's worth"
+    )
+    quota_memories_per_user: int = Field(
+        0, ge=0, description="memories (every type) one user may hold; 0 = no quota"
+    )
+    quota_bytes_per_tenant: int = Field(
+        0, ge=0, description="UTF-8 bytes of memory text one tenant may hold; 0 = no quota"
+    )
     max_message_bytes: int = Field(4 * 1024 * 1024, description="max gRPC message size")
     shutdown_grace_s: float = Field(10.0, description="seconds in-flight RPCs get on SIGTERM")
     log_level: str = Field("INFO", description="log level")
@@ -133,6 +155,16 @@ class Settings(BaseSettings):
     @property
     def listen_host(self) -> str:
         return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def tenant_limits(self) -> TenantLimits:
+        """The server-wide limits (a tenant line in the key file overrides them)."""
+        return TenantLimits(
+            rate_limit_rps=self.rate_limit_rps,
+            rate_limit_burst=self.rate_limit_burst,
+            quota_memories_per_user=self.quota_memories_per_user,
+            quota_bytes_per_tenant=self.quota_bytes_per_tenant,
+        )
 
     @property
     def llm_configured(self) -> bool:

@@ -38,6 +38,7 @@ from persona_server.ports.graph_store import (
     Neighbours,
     SearchHit,
     SourceConflictError,
+    Usage,
     WriteOutcome,
 )
 
@@ -926,6 +927,23 @@ async def test_extraction_backlog_counts_what_is_still_to_extract(store: GraphSt
     given_up = ExtractionStatus(state=ExtractionState.FAILED, attempts=5)
     await store.episodes.set_extraction(user, second.id, given_up)
     assert await store.episodes.extraction_backlog() == base
+
+
+async def test_usage_counts_memories_and_text_bytes_per_user_and_tenant(
+    store: GraphStore,
+) -> None:
+    user = new_user()
+    other_user = UserRef(tenant=user.tenant, user_id=user.user_id + "-2")
+    elsewhere = new_user()  # another tenant
+    assert await store.users.usage(user) == Usage()
+    await put(store, user, [episode("a", "café"), episode("b", "東京 trip")])
+    await put(store, other_user, [episode("c", "plain")])
+    await put(store, elsewhere, [episode("d", "not counted")])
+    text_bytes = len("café".encode()) + len("東京 trip".encode())
+    assert await store.users.usage(user) == Usage(2, text_bytes)
+    assert await store.users.tenant_usage(user.tenant) == Usage(3, text_bytes + 5)
+    await store.users.delete(other_user)
+    assert await store.users.tenant_usage(user.tenant) == Usage(2, text_bytes)
 
 
 # --- opening ----------------------------------------------------------------------------

@@ -63,8 +63,30 @@ class PermissionDeniedError(PersonaError):
     reason = "PERMISSION_DENIED"
 
 
+@dataclass(frozen=True)
+class QuotaViolation:
+    subject: str  # what the quota applies to, e.g. "tenant:acme" or "user:acme/u1"
+    description: str
+
+
 class ResourceExhaustedError(PersonaError):
+    """A limit was reached. `retry_after_s` when waiting may help (a rate limit, or a quota
+    whose usage is re-read that often); `quota` names the quotas that were exceeded."""
+
     reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        retry_after_s: float | None = None,
+        quota: Sequence[QuotaViolation] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_s = retry_after_s
+        self.quota = list(quota)
 
 
 class AbortedError(PersonaError):

@@ -239,8 +239,24 @@ class SearchOps(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What a user or a tenant holds: memories of every type, and their text in UTF-8 bytes."""
+
+    memories: int = 0
+    text_bytes: int = 0
+
+
 class UserOps(Protocol):
     async def exists(self, user: UserRef) -> bool: ...
+
+    async def usage(self, user: UserRef) -> Usage:
+        """The user's memories and their text size (for quotas: an aggregate, not a cache)."""
+        ...
+
+    async def tenant_usage(self, tenant: str) -> Usage:
+        """The same summed over every user of the tenant."""
+        ...
 
     async def lease_extraction(
         self, user: UserRef, owner: str, now: datetime, until: datetime

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
 from persona_server.domain.ids import new_id, new_source_id
 from persona_server.domain.models import Episode, ExtractionStatus, MemoryType, UserRef
 from persona_server.ports.embedder import Embedder
-from persona_server.ports.graph_store import GraphStore
+from persona_server.ports.graph_store import GraphStore, WriteOutcome
 from persona_server.services.commands import IngestCommand, NewItem
 from persona_server.services.notifier import ChangeNotifier
+from persona_server.services.quotas import Quotas
 from persona_server.services.results import IngestItemResult
 
 
@@ -51,12 +52,14 @@ class IngestService:
         notifier: ChangeNotifier,
         extraction: ExtractionScheduler | None = None,
         clock: Callable[[], datetime] = utcnow,
+        quotas: Quotas | None = None,
     ) -> None:
         self._store = store
         self._embedder = embedder
         self._notifier = notifier
         self._extraction = extraction
         self._clock = clock
+        self._quotas = quotas
 
     def _episode(self, item: NewItem, now: datetime) -> Episode:
         return Episode(
@@ -75,11 +78,17 @@ class IngestService:
     async def ingest(self, cmd: IngestCommand) -> list[IngestItemResult]:
         now = self._clock()
         episodes = [self._episode(item, now) for item in cmd.items]
+        if self._quotas is not None:
+            # Before anything is embedded or written: a batch over a quota is refused whole.
+            await self._quotas.admit(cmd.user, len(episodes), _text_bytes(episodes))
         vectors = await self._embedder.embed([embedding_text(e) for e in episodes])
         written = await self._store.episodes.put_batch(
             cmd.user, episodes, vectors, replace=cmd.replace
         )
         changed = [w.episode for w in written if w.episode is not None]
+        if self._quotas is not None:
+            created = [w.episode for w in written if w.outcome is WriteOutcome.CREATED]
+            self._quotas.added(cmd.user, len(created), _text_bytes(e for e in created if e))
         statuses: dict[str, ExtractionStatus] = {}
         if changed:
             self._notifier.notify(cmd.user)
@@ -98,3 +107,7 @@ class IngestService:
                 status = episode.extraction if isinstance(episode, Episode) else ExtractionStatus()
             results.append(IngestItemResult(w.episode_id, w.source_id, w.outcome, status))
         return results
+
+
+def _text_bytes(episodes: Iterable[Episode]) -> int:
+    return sum(len(e.text.encode("utf-8")) for e in episodes)

@@ -1,12 +1,20 @@
-"""Lifecycle of memories: get, list, delete one, delete a user."""
+"""Lifecycle of memories: get, list, delete one, delete a user.
+
+Every deletion is written to the audit log (`persona.audit`, INFO): who (tenant), whose
+(user id), what (ids, counts), never the memory's text.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from persona_server.domain.errors import NotFoundError
 from persona_server.domain.models import Memory, UserRef
 from persona_server.ports.graph_store import GraphStore, Page
 from persona_server.services.commands import ListQuery
 from persona_server.services.notifier import ChangeNotifier
+
+audit = logging.getLogger("persona.audit")
 
 
 class MemoryService:
@@ -34,9 +42,28 @@ class MemoryService:
                 f"user {user.user_id!r} has no memory {memory_id!r}", reason="MEMORY_NOT_FOUND"
             )
         self._notifier.notify(user)
+        audit.info(
+            "memory deleted",
+            extra={
+                "audit": "memory_deleted",
+                "tenant": user.tenant,
+                "user_id": user.user_id,
+                "memory_id": memory_id,
+                "deleted": len(deleted),
+            },
+        )
         return deleted
 
     async def delete_user(self, user: UserRef) -> int:
         count = await self._store.users.delete(user)
         self._notifier.notify(user)
+        audit.info(
+            "user deleted",
+            extra={
+                "audit": "user_deleted",
+                "tenant": user.tenant,
+                "user_id": user.user_id,
+                "deleted": count,
+            },
+        )
         return count

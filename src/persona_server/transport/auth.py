@@ -1,17 +1,15 @@
 """API-key authentication: keys map to tenants; the tenant reaches servicers through a contextvar.
 
-Keys are held only as sha256 digests, whether they come from `PERSONA_API_KEYS` (development) or
-from a file of hashed keys (production), so a memory dump or a leaked file does not leak keys.
-Health and reflection stay open, as load balancers and tooling expect.
+Keys and their source are in `keys.py`. Health and reflection stay open, as load balancers and
+tooling expect. Every refused key is written to the audit log (`persona.audit`) with the
+method and the peer, never the key itself.
 """
 
 from __future__ import annotations
 
 import contextvars
-import hashlib
-import hmac
-from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -19,8 +17,10 @@ import grpc
 from persona_server.domain.errors import UnauthenticatedError
 from persona_server.transport.errors import to_status
 from persona_server.transport.handlers import Handler, rebuild
+from persona_server.transport.keys import KeyRing, KeySource
 
 _current_tenant: contextvars.ContextVar[str] = contextvars.ContextVar("persona_tenant")
+audit = logging.getLogger("persona.audit")
 
 PUBLIC_METHOD_PREFIXES = (
     "/grpc.health.v1.Health/",
@@ -34,66 +34,6 @@ def current_tenant() -> str:
     return _current_tenant.get()
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-class ApiKeyConfigError(ValueError):
-    pass
-
-
-class KeyRing:
-    """Digest -> tenant. Empty means the server runs open as one default tenant."""
-
-    def __init__(self, digests: Mapping[str, str]) -> None:
-        self._digests = dict(digests)
-
-    @property
-    def empty(self) -> bool:
-        return not self._digests
-
-    def tenant_for(self, key: str) -> str | None:
-        digest = hash_key(key)
-        for known, tenant in self._digests.items():
-            # Constant-time comparison of every entry: no early exit that times the match.
-            if hmac.compare_digest(known, digest):
-                return tenant
-        return None
-
-    @classmethod
-    def from_settings(cls, pairs: str, file: Path | None) -> KeyRing:
-        digests: dict[str, str] = {}
-        for n, raw in enumerate(p.strip() for p in pairs.split(",")):
-            if not raw:
-                continue
-            key, sep, tenant = raw.rpartition(":")
-            if not sep or not key or not tenant:
-                raise ApiKeyConfigError(
-                    f"PERSONA_API_KEYS entry {n + 1} must be key:tenant (got a malformed pair)"
-                )
-            digests[hash_key(key)] = tenant
-        if file is not None:
-            digests.update(_read_key_file(file))
-        return cls(digests)
-
-
-def _read_key_file(path: Path) -> dict[str, str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ApiKeyConfigError(f"cannot read PERSONA_API_KEYS_FILE {path}: {exc}") from exc
-    digests: dict[str, str] = {}
-    for number, line in enumerate(lines, start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[0].startswith("sha256:") or len(parts[0]) != 71:
-            raise ApiKeyConfigError(f"{path}:{number}: expected 'sha256:<64 hex digits> <tenant>'")
-        digests[parts[0].removeprefix("sha256:").lower()] = parts[1]
-    return digests
-
-
 def _key_from_metadata(metadata: Any) -> str | None:
     for item in metadata or ():
         key, value = item[0], item[1]
@@ -104,24 +44,25 @@ def _key_from_metadata(metadata: Any) -> str | None:
     return None
 
 
+def authenticate(ring: KeyRing, default_tenant: str, metadata: Any) -> str | UnauthenticatedError:
+    if ring.empty:
+        return default_tenant
+    key = _key_from_metadata(metadata)
+    if key is None:
+        return UnauthenticatedError(
+            "missing API key: send it in the x-api-key metadata header",
+            reason="API_KEY_MISSING",
+        )
+    tenant = ring.tenant_for(key)
+    if tenant is None:
+        return UnauthenticatedError("unknown API key", reason="API_KEY_INVALID")
+    return tenant
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, keys: KeyRing, default_tenant: str) -> None:
+    def __init__(self, keys: KeySource, default_tenant: str) -> None:
         self._keys = keys
         self._default_tenant = default_tenant
-
-    def _authenticate(self, metadata: Any) -> str | UnauthenticatedError:
-        if self._keys.empty:
-            return self._default_tenant
-        key = _key_from_metadata(metadata)
-        if key is None:
-            return UnauthenticatedError(
-                "missing API key: send it in the x-api-key metadata header",
-                reason="API_KEY_MISSING",
-            )
-        tenant = self._keys.tenant_for(key)
-        if tenant is None:
-            return UnauthenticatedError("unknown API key", reason="API_KEY_INVALID")
-        return tenant
 
     async def intercept_service(
         self,
@@ -132,10 +73,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
-        outcome = self._authenticate(handler_call_details.invocation_metadata)
+        outcome = authenticate(
+            self._keys.ring, self._default_tenant, handler_call_details.invocation_metadata
+        )
 
         async def enter(context: Any) -> None:
             if isinstance(outcome, UnauthenticatedError):
+                audit.warning(
+                    "api key rejected",
+                    extra={
+                        "audit": "api_key_rejected",
+                        "reason": outcome.reason,
+                        "method": method,
+                        "peer": context.peer(),
+                    },
+                )
                 await context.abort_with_status(to_status(outcome))
                 return
             _current_tenant.set(outcome)

@@ -109,12 +109,22 @@ def to_status(exc: BaseException) -> grpc.Status:
                 )
             )
         )
-    if isinstance(error, e.UnavailableError):
-        seconds = max(error.retry_after_s, 0.0)
+    retry_after_s = getattr(error, "retry_after_s", None)
+    if (
+        isinstance(error, e.UnavailableError | e.ResourceExhaustedError)
+        and retry_after_s is not None
+    ):
+        seconds = max(retry_after_s, 0.0)
         delay = duration_pb2.Duration(
             seconds=int(seconds), nanos=int((seconds - int(seconds)) * 1e9)
         )
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    if isinstance(error, e.ResourceExhaustedError) and error.quota:
+        violations = [
+            error_details_pb2.QuotaFailure.Violation(subject=q.subject, description=q.description)
+            for q in error.quota
+        ]
+        details.append(_pack(error_details_pb2.QuotaFailure(violations=violations)))
     status = status_pb2.Status(
         code=getattr(code_pb2, code.name), message=error.message, details=details
     )

@@ -16,8 +16,10 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
 from persona_server.config import Settings
-from persona_server.transport.auth import AuthInterceptor, KeyRing
+from persona_server.transport.auth import AuthInterceptor
 from persona_server.transport.decoding import DecodeGuardInterceptor
+from persona_server.transport.keys import KeySource
+from persona_server.transport.limits import LimitsFor, RateLimiter, RateLimitInterceptor
 from persona_server.transport.metrics import MetricsInterceptor
 from persona_server.transport.servicer import MemoryServicer, Services
 
@@ -36,6 +38,11 @@ def is_loopback(host: str) -> bool:
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if settings.tls_cert_file is None and settings.tls_key_file is None:
+        if settings.tls_client_ca_file is not None:
+            raise StartupError(
+                "PERSONA_TLS_CLIENT_CA_FILE (mutual TLS) needs TLS: set PERSONA_TLS_CERT_FILE "
+                "and PERSONA_TLS_KEY_FILE too"
+            )
         return None
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         raise StartupError("TLS needs both PERSONA_TLS_CERT_FILE and PERSONA_TLS_KEY_FILE")
@@ -44,7 +51,16 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
         key = settings.tls_key_file.read_bytes()
     except OSError as exc:
         raise StartupError(f"cannot read TLS certificate or key: {exc}") from exc
-    return grpc.ssl_server_credentials([(key, chain)])
+    if settings.tls_client_ca_file is None:
+        return grpc.ssl_server_credentials([(key, chain)])
+    try:
+        client_ca = settings.tls_client_ca_file.read_bytes()
+    except OSError as exc:
+        raise StartupError(f"cannot read PERSONA_TLS_CLIENT_CA_FILE: {exc}") from exc
+    # Mutual TLS: the handshake fails for a client without a certificate this CA signed.
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=True
+    )
 
 
 @dataclass
@@ -52,13 +68,15 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
-    _watch: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Background tasks of the server: the store's health, the key file's changes.
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     async def stop(self, grace_s: float) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+                await task
         # NOT_SERVING first so load balancers drain us, then let in-flight RPCs finish.
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
@@ -67,11 +85,12 @@ class RunningServer:
 async def start_grpc_server(
     settings: Settings,
     services: Services,
-    keys: KeyRing,
+    keys: KeySource,
     store_ping: Callable[[], Awaitable[bool]],
+    limits_for: LimitsFor,
 ) -> RunningServer:
     host = settings.listen_host
-    if keys.empty and not is_loopback(host):
+    if keys.ring.empty and not is_loopback(host):
         raise StartupError(
             f"refusing to listen on {settings.listen} without API keys: anyone who can reach it "
             "could read every memory. Set PERSONA_API_KEYS (key:tenant pairs) or "
@@ -83,6 +102,7 @@ async def start_grpc_server(
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
             MetricsInterceptor(),  # outside auth: rejected keys are counted too
             AuthInterceptor(keys, settings.default_tenant),
+            RateLimitInterceptor(RateLimiter(limits_for)),  # after auth: it needs the tenant
             # Last, so that its handler is the innermost: undecodable requests are refused as
             # INVALID_ARGUMENT after authentication, never reaching a servicer.
             DecodeGuardInterceptor(),
@@ -114,7 +134,10 @@ async def start_grpc_server(
     await server.start()
     running = RunningServer(server=server, port=port, health=health_servicer)
     await _set_health(health_servicer, await _safe_ping(store_ping))
-    running._watch = asyncio.create_task(_watch_store(health_servicer, store_ping))
+    running._tasks = [
+        asyncio.create_task(_watch_store(health_servicer, store_ping)),
+        asyncio.create_task(keys.watch()),
+    ]
     log.info("listening", extra={"listen": settings.listen, "port": port, "tls": bool(credentials)})
     return running
 

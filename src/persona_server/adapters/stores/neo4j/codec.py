@@ -124,6 +124,8 @@ def memory_props(user: UserRef, memory: Memory) -> dict[str, Any]:
         "owner": owner_token(user),
         **memory_fields(memory, _PROPERTY_FIELDS),
         "search_text": memory.text,
+        # Cypher's size() counts UTF-16 units, not bytes: quotas need the bytes (users.usage).
+        "text_bytes": len(memory.text.encode("utf-8")),
         "meta_pairs": meta_pairs(memory.metadata),
         "names": None,
         "summary": None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from neo4j import AsyncManagedTransaction
 
@@ -22,6 +23,7 @@ from persona_server.adapters.stores.neo4j.codec import user_params
 from persona_server.adapters.stores.neo4j.driver import Connection, rows, run
 from persona_server.adapters.stores.values import to_us
 from persona_server.domain.models import UserRef
+from persona_server.ports.graph_store import Usage
 
 _LOCK_OR_CREATE = """
 MERGE (u:PersonaUser {tenant: $tenant, user_id: $user_id})
@@ -77,6 +79,16 @@ async def fetch_head(conn: Connection, user: UserRef) -> UserHead | None:
     return _head(await conn.read_one(_HEAD, user_params(user)))
 
 
+# Older nodes have no text_bytes (written before it was stored): their length in characters
+# stands in, which equals the bytes for ASCII text.
+_USAGE = """
+MATCH (m:Memory) WHERE m.tenant = $tenant AND m.user_id = $user_id
+RETURN count(m) AS n, coalesce(sum(coalesce(m.text_bytes, size(m.text))), 0) AS bytes
+"""
+_TENANT_USAGE = """
+MATCH (m:Memory) WHERE m.tenant = $tenant
+RETURN count(m) AS n, coalesce(sum(coalesce(m.text_bytes, size(m.text))), 0) AS bytes
+"""
 _COUNT_MEMORIES = """
 MATCH (m:Memory) WHERE m.tenant = $tenant AND m.user_id = $user_id
 RETURN count(m) AS n
@@ -118,6 +130,19 @@ class Neo4jUserOps:
 
     async def exists(self, user: UserRef) -> bool:
         return await fetch_head(self._conn, user) is not None
+
+    async def usage(self, user: UserRef) -> Usage:
+        return await self._usage(_USAGE, user_params(user))
+
+    async def tenant_usage(self, tenant: str) -> Usage:
+        return await self._usage(_TENANT_USAGE, {"tenant": tenant})
+
+    async def _usage(self, statement: str, params: dict[str, Any]) -> Usage:
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            return await rows(tx, statement, params)
+
+        row = (await self._conn.read(work))[0]
+        return Usage(int(row["n"]), int(row["bytes"]))
 
     async def lease_extraction(
         self, user: UserRef, owner: str, now: datetime, until: datetime

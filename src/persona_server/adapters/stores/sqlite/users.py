@@ -7,10 +7,11 @@ import sqlite3
 import time
 from datetime import datetime
 
-from persona_server.adapters.stores.sqlite.connection import write_transaction
+from persona_server.adapters.stores.sqlite.connection import read_transaction, write_transaction
 from persona_server.adapters.stores.sqlite.context import StoreContext
 from persona_server.adapters.stores.values import to_us
 from persona_server.domain.models import UserRef
+from persona_server.ports.graph_store import Usage
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,32 @@ class SqliteUserOps:
     async def exists(self, user: UserRef) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             return find_user_key(conn, user) is not None
+
+        return await self._ctx.db.read(run)
+
+    async def usage(self, user: UserRef) -> Usage:
+        def run(conn: sqlite3.Connection) -> Usage:
+            with read_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return Usage()
+                row = conn.execute(
+                    "SELECT count(*), coalesce(sum(length(CAST(text AS BLOB))), 0) "
+                    "FROM memories WHERE user_key = ?",
+                    (key,),
+                ).fetchone()
+            return Usage(int(row[0]), int(row[1]))
+
+        return await self._ctx.db.read(run)
+
+    async def tenant_usage(self, tenant: str) -> Usage:
+        def run(conn: sqlite3.Connection) -> Usage:
+            row = conn.execute(
+                "SELECT count(*), coalesce(sum(length(CAST(m.text AS BLOB))), 0) "
+                "FROM users u JOIN memories m ON m.user_key = u.key WHERE u.tenant = ?",
+                (tenant,),
+            ).fetchone()
+            return Usage(int(row[0]), int(row[1]))
 
         return await self._ctx.db.read(run)
 
