@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -59,7 +60,7 @@ async def eventually_authenticated(target: str, key: str, within_s: float = 5.0)
             except UnauthenticatedError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
 
 
 async def test_rotated_key_file_takes_effect_without_a_restart(
@@ -80,13 +81,13 @@ async def test_rotated_key_file_takes_effect_without_a_restart(
             except UnauthenticatedError:
                 break
             assert time.monotonic() < deadline, "the removed key still works"
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
     # A broken edit is refused: the keys in use stay.
     write_keys(key_file, "sha256:not-a-digest acme\n")
-    time.sleep(0.3)
+    await asyncio.sleep(0.3)
     await eventually_authenticated(target, "new-key", within_s=0.1)
     write_keys(key_file, "# everything removed by mistake\n")
-    time.sleep(0.3)
+    await asyncio.sleep(0.3)
     await eventually_authenticated(target, "new-key", within_s=0.1)
 
 
