@@ -196,3 +196,75 @@ async def test_after_max_attempts_the_episode_stays_failed(
         await asyncio.sleep(0.6)
         assert len(llm.completions()) == calls  # given up: no further attempts
         assert (await client.get_memory("u1", episode_id)).memory.text == TEXT
+
+
+# A bad hour, with every duration of the defaults divided by 1,000 (retry backoff 5 s -> 5 ms,
+# its cap 3,600 s -> 3.6 s, a call's timeout 60 s -> 60 ms, the hour -> 3.6 s): the model
+# times out, answers 500, or answers garbage, at random, while items keep arriving.
+_SCALE = 1000.0
+_HOUR_S = 3600 / _SCALE
+
+
+async def test_a_bad_hour_of_the_model_loses_nothing_and_extraction_catches_up(
+    start_app: StartApp, llm: ScriptedLLM
+) -> None:
+    import random
+
+    rng = random.Random(7)
+    bad = True
+
+    def answer(request: Recorded) -> Response:
+        if not bad:
+            return miso()
+        kind = rng.choice(["slow", "500", "garbage", "half"])
+        if kind == "slow":
+            return Reply(extraction(), delay_s=60 / _SCALE * 3)  # past the call's timeout
+        if kind == "500":
+            return Fail(500, "upstream is sad")
+        if kind == "garbage":
+            return Reply("not json at all {{{")
+        return Reply({"summary": 3, "entities": "no"})  # JSON, but not the schema
+
+    llm.responder = answer
+    app = await start_app(
+        llm_timeout_s=60 / _SCALE,
+        llm_max_retries=3,
+        llm_retry_base_s=0.5 / _SCALE,
+        llm_retry_max_s=8 / _SCALE,
+        extraction_poll_s=5 / _SCALE * 10,
+        extraction_retry_base_s=5 / _SCALE,
+        extraction_retry_max_s=3600 / _SCALE,
+    )
+    acknowledged: dict[str, str] = {}
+    async with AsyncPersonaClient(f"127.0.0.1:{app.port}", api_key=KEY_A) as client:
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < _HOUR_S:
+            user = f"u{n % 3}"
+            response = await client.ingest(
+                user, [Item(f"note {n}: I adopted a cat named Miso", source_id=f"n{n}")]
+            )
+            acknowledged[response.results[0].episode_id] = user
+            n += 1
+            await asyncio.sleep(0.05)
+        bad = False
+        assert len(acknowledged) >= 20
+
+        deadline = time.monotonic() + 60
+        while True:
+            states = [
+                (await client.get_memory(user, episode_id)).memory.episode.extraction
+                for episode_id, user in acknowledged.items()
+            ]
+            if all(s.state == pb.EXTRACTION_STATE_DONE for s in states):
+                break
+            assert time.monotonic() < deadline, "extraction did not catch up after the bad hour"
+            await asyncio.sleep(0.2)
+        # The bad hour did cost attempts, and each item was extracted into the graph.
+        assert sum(s.attempts for s in states) > len(states)
+        for user in {"u0", "u1", "u2"}:
+            names = [
+                m.entity.name
+                for m in of_type(await all_memories(client, user), pb.MEMORY_TYPE_ENTITY)
+            ]
+            assert "Miso" in names

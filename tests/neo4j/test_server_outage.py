@@ -5,13 +5,17 @@ started again:
 - while it is down, health reports NOT_SERVING and RPCs answer UNAVAILABLE with RetryInfo,
   quickly rather than after the driver's whole retry budget;
 - once it is back, the same server (no restart) reports SERVING again, the data is intact, and
-  an index dropped before the outage has been re-created.
+  an index dropped before the outage has been re-created;
+- all along, clients keep ingesting and recalling (load): every call either succeeds or answers
+  UNAVAILABLE, never anything else, every acknowledged item is stored afterwards, and the
+  event-time chain is consistent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -19,11 +23,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from neo4j import GraphDatabase
 
-from persona import NO_RETRY, AsyncPersonaClient, Item, UnavailableError
+from persona import NO_RETRY, AsyncPersonaClient, Item, PersonaError, UnavailableError
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from persona_server.adapters.stores.neo4j.schema import TEXT_INDEX
 from persona_server.app import start
-from persona_server.domain.models import UserRef
+from persona_server.domain.models import Episode, UserRef
 from persona_server.ports.graph_store import StoreUnavailableError
 from tests.neo4j_harness import Neo4jProcess
 from tests.neo4j_plugin import Neo4jTarget
@@ -66,6 +70,52 @@ def drop_index(target: Neo4jTarget, name: str) -> None:
         driver.execute_query(f"DROP INDEX {name}", database_=target.database)
 
 
+@dataclass
+class Load:
+    """Clients that ingest and recall until told to stop, recording every outcome."""
+
+    acknowledged: set[str] = field(default_factory=set)
+    codes: dict[str, int] = field(default_factory=dict)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def succeeded(self, calls: int, within_s: float = 60.0) -> None:
+        deadline = time.monotonic() + within_s
+        for _ in iter(int, 1):
+            if self.codes.get("OK", 0) >= calls:
+                return
+            assert time.monotonic() < deadline, f"the load is stuck: {self.codes}"
+            await asyncio.sleep(0.05)
+
+    def count(self, code: grpc.StatusCode) -> None:
+        self.codes[code.name] = self.codes.get(code.name, 0) + 1
+
+    async def ingest(self, client: AsyncPersonaClient, worker: int) -> None:
+        n = 0
+        while not self.stop.is_set():
+            ids = [f"load-{worker}-{n + i}" for i in range(5)]
+            n += 5
+            try:
+                await client.ingest(
+                    "load",
+                    [Item(f"load note {i} about the garden", source_id=i) for i in ids],
+                    timeout=30,
+                )
+                self.acknowledged.update(ids)
+                self.count(grpc.StatusCode.OK)
+            except PersonaError as err:
+                self.count(err.code)
+                await asyncio.sleep(0.1)
+
+    async def recall(self, client: AsyncPersonaClient) -> None:
+        while not self.stop.is_set():
+            try:
+                await client.recall("load", "garden", max_results=5, timeout=30)
+                self.count(grpc.StatusCode.OK)
+            except PersonaError as err:
+                self.count(err.code)
+                await asyncio.sleep(0.1)
+
+
 async def test_server_survives_neo4j_outage(
     neo4j_restartable: Neo4jProcess,
     neo4j_clean_db: Neo4jTarget,
@@ -99,9 +149,20 @@ async def test_server_survives_neo4j_outage(
             states = index_states(neo4j_clean_db)
             assert states and set(states.values()) == {"ONLINE"}
 
+            load = Load()
+            workers = [
+                asyncio.create_task(load.ingest(client, 0)),
+                asyncio.create_task(load.ingest(client, 1)),
+                asyncio.create_task(load.recall(client)),
+            ]
+            await load.succeeded(6)
+            print(f"load running: {load.codes}", flush=True)
+
             # Lost while the server is not looking: it must come back with the store.
             drop_index(neo4j_clean_db, TEXT_INDEX)
-            neo4j_restartable.stop()
+            # Off the loop: the server shares it, and Neo4j's shutdown waits for the
+            # transactions the load has in flight.
+            await asyncio.to_thread(neo4j_restartable.stop)
 
             down_after = await wait_for_health(app.port, NOT_SERVING, within_s=15)
             print(f"NOT_SERVING {down_after:.1f}s after Neo4j stopped")
@@ -120,7 +181,7 @@ async def test_server_survives_neo4j_outage(
                 await app.store.users.exists(UserRef(tenant="tenant-a", user_id="u1"))
 
             t0 = time.monotonic()
-            neo4j_restartable.start()
+            await asyncio.to_thread(neo4j_restartable.start)
             up_after = await wait_for_health(app.port, SERVING, within_s=60)
             print(
                 f"Neo4j restarted in {neo4j_restartable.last_start_seconds or 0:.1f}s; "
@@ -139,5 +200,24 @@ async def test_server_survives_neo4j_outage(
             assert any(c.channel == "text" for c in cello.results[0].channels)
             # and writing works again
             await client.ingest("u1", [Item("written after the outage", source_id="m3")])
+
+            await load.succeeded(load.codes.get("OK", 0) + 6)  # the load goes on too
+            load.stop.set()
+            await asyncio.gather(*workers)
+            print(f"load during the outage: {load.codes}")
+            assert set(load.codes) <= {"OK", "UNAVAILABLE"}, load.codes
+            assert load.codes.get("UNAVAILABLE", 0) > 0  # the load did meet the outage
+            stored = {
+                m.episode.source_id
+                async for m in client.iter_memories("load")
+                if m.HasField("episode")
+            }
+            assert load.acknowledged <= stored, sorted(load.acknowledged - stored)[:5]
+            load_user = UserRef(tenant="tenant-a", user_id="load")
+            chain = await app.store.episodes.chain(load_user)
+            found = await app.store.memories.get_many(load_user, chain)
+            episodes = {i: m for i, m in found.items() if isinstance(m, Episode)}
+            order = sorted(chain, key=lambda i: (episodes[i].occurred_at, episodes[i].seq))
+            assert chain == order and len(chain) == len(stored)
     finally:
         await app.stop(grace_s=0)

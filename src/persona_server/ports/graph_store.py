@@ -127,6 +127,12 @@ class StoreUnavailableError(Exception):
     """The store cannot be reached or is not ready; the caller may retry later."""
 
 
+class StoreFullError(StoreUnavailableError):
+    """The store has no room left (a full disk): nothing was written. Transient for the
+    extraction worker (it retries later) but worth telling callers apart: only freeing
+    space helps."""
+
+
 class EmbeddingMismatchError(Exception):
     """The store was built with another embedding model or dimension than the one configured."""
 

@@ -19,6 +19,7 @@ from persona_server.ports.embedder import EmbedderUnavailableError
 from persona_server.ports.graph_store import (
     InvalidCursorError,
     SourceConflictError,
+    StoreFullError,
     StoreUnavailableError,
 )
 from persona_server.ports.llm import (
@@ -61,6 +62,12 @@ def to_persona_error(exc: BaseException) -> e.PersonaError:
         )
     if isinstance(exc, InvalidCursorError):
         return e.InvalidArgumentError([e.FieldViolation("page_token", str(exc))])
+    if isinstance(exc, StoreFullError):
+        return e.ResourceExhaustedError(
+            "the memory store is out of space; nothing was written. Retry once space is freed",
+            reason="STORE_FULL",
+            retry_after_s=30.0,
+        )
     if isinstance(exc, StoreUnavailableError):
         return e.UnavailableError(
             f"the memory store is unavailable: {exc}", reason="STORE_UNAVAILABLE"

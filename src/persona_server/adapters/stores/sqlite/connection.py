@@ -9,6 +9,7 @@ threads each open their own connection; WAL lets them read while the writer writ
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -18,9 +19,10 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from persona_server.ports.graph_store import StoreUnavailableError
+from persona_server.ports.graph_store import StoreFullError, StoreUnavailableError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -29,12 +31,17 @@ BUSY_TIMEOUT_MS = 30_000
 _TRANSIENT_CODES = frozenset({5, 6, 10, 13, 14})  # BUSY, LOCKED, IOERR, FULL, CANTOPEN
 
 
+_SQLITE_FULL = 13
+
+
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailableError | None:
     code = getattr(exc, "sqlite_errorcode", None)
     transient = code is not None and code & 0xFF in _TRANSIENT_CODES
-    if isinstance(exc, sqlite3.OperationalError) and transient:
-        return StoreUnavailableError(f"SQLite store unavailable: {exc}")
-    return None
+    if not isinstance(exc, sqlite3.OperationalError) or not transient:
+        return None
+    if code is not None and code & 0xFF == _SQLITE_FULL:
+        return StoreFullError(f"the SQLite store is full: {exc}")
+    return StoreUnavailableError(f"SQLite store unavailable: {exc}")
 
 
 def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
@@ -150,6 +157,9 @@ class Database:
     def _close_writer(conn: sqlite3.Connection) -> None:
         try:
             conn.execute("PRAGMA optimize")
+        except sqlite3.Error as exc:
+            # A full disk or a read-only file: closing must still close.
+            log.warning("PRAGMA optimize failed at close", extra={"error": str(exc)})
         finally:
             conn.close()
 
