@@ -174,7 +174,7 @@ func (p *policyConn) Invoke(ctx context.Context, method string, args, reply any,
 		if !ok {
 			return err
 		}
-		delay, again := tries.failed(perr, time.Now())
+		delay, again := tries.failed(perr, time.Now(), false)
 		if !again || ctx.Err() != nil {
 			return perr
 		}

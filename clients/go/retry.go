@@ -78,10 +78,12 @@ func newAttempts(policy RetryPolicy, deadline time.Time, hasDeadline, retrySafe 
 func (a *attempts) succeeded() { a.failures = 0 }
 
 // failed returns how long to wait before the next attempt, or false when the call must not
-// (or can no longer) be retried.
-func (a *attempts) failed(err *Error, now time.Time) (time.Duration, bool) {
+// (or can no longer) be retried. dropped says the failure was a lost connection, retried like
+// UNAVAILABLE whatever its code.
+func (a *attempts) failed(err *Error, now time.Time, dropped bool) (time.Duration, bool) {
 	a.failures++
-	if !a.retrySafe || err.Code != codes.Unavailable || a.failures >= a.policy.MaxAttempts {
+	unavailable := dropped || err.Code == codes.Unavailable
+	if !a.retrySafe || !unavailable || a.failures >= a.policy.MaxAttempts {
 		return 0, false
 	}
 	delay := a.policy.Backoff(a.failures, a.rnd)

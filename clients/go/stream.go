@@ -8,13 +8,15 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	personav1 "github.com/persona-dev/persona/clients/go/gen/persona/v1"
 )
 
 // ContextStream reads one StreamContext subscription and survives dropped connections: after
-// UNAVAILABLE it waits (the client's retry policy and backoff, honouring RetryInfo) and
+// UNAVAILABLE (or a CANCELLED the caller did not cause: a server cancelling calls on its way
+// down) it waits (the client's retry policy and backoff, honouring RetryInfo) and
 // reconnects with the resume token of the last event it returned, so the server sends what
 // changed since instead of a new snapshot, and nothing is missed or repeated. Every event
 // received resets the retry budget, so a long-lived stream survives many separate outages but
@@ -110,7 +112,10 @@ func (s *ContextStream) retry(err error) error {
 		s.finish()
 		return err
 	}
-	delay, again := s.tries.failed(perr, time.Now())
+	// A server that cancels the call on its way down (RST_STREAM CANCEL) is an outage too:
+	// the caller did not cancel, or ctx.Err() above would say so.
+	dropped := perr.Code == codes.Canceled
+	delay, again := s.tries.failed(perr, time.Now(), dropped)
 	if !again {
 		s.finish()
 		return perr

@@ -226,3 +226,21 @@ func TestCloseCancelsTheCall(t *testing.T) {
 		t.Fatal("the server never saw the call cancelled")
 	}
 }
+
+func TestServerSideCancelIsResumedLikeAnOutage(t *testing.T) {
+	svc := newFakeService()
+	svc.streams = append(svc.streams,
+		then(send(heartbeat("t1")), failWith(status.Error(codes.Canceled, "server shutting down"))),
+		send(heartbeat("t2")),
+	)
+	srv := startFake(t, svc, "")
+	client, _ := newTestClient(t, srv.addr)
+
+	tokens, err := readAll(t, client.Subscribe(context.Background(), &personav1.StreamContextRequest{UserId: "u"}))
+	if !errors.Is(err, io.EOF) || len(tokens) != 2 {
+		t.Fatalf("tokens = %v, err = %v", tokens, err)
+	}
+	if reqs := svc.streamRequests(); reqs[1].GetResumeToken() != "t1" {
+		t.Fatalf("resumed with %q", reqs[1].GetResumeToken())
+	}
+}
