@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,7 +45,7 @@ func connect(t *testing.T, key string) *persona.Client {
 }
 
 func user(t *testing.T) string {
-	return fmt.Sprintf("e2e-go-%s-%d", t.Name(), time.Now().UnixNano())
+	return fmt.Sprintf("e2e-go-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), time.Now().UnixNano())
 }
 
 func asError(t *testing.T, err error) *persona.Error {
@@ -103,21 +104,19 @@ func TestInvalidMaxResultsNamesTheField(t *testing.T) {
 	}
 }
 
-func TestMissingKeyIsUnauthenticated(t *testing.T) {
-	client := connect(t, "")
-	_, err := client.Recall(context.Background(), &personav1.RecallRequest{UserId: user(t), Query: "q", MaxResults: 5})
-	perr := asError(t, err)
-	if perr.Code != codes.Unauthenticated || perr.Reason != "API_KEY_MISSING" {
-		t.Fatalf("error = %+v", perr)
-	}
-}
-
-func TestUnknownKeyIsUnauthenticated(t *testing.T) {
-	client := connect(t, "not-a-key")
-	_, err := client.Recall(context.Background(), &personav1.RecallRequest{UserId: user(t), Query: "q", MaxResults: 5})
-	perr := asError(t, err)
-	if perr.Code != codes.Unauthenticated || perr.Reason != "API_KEY_INVALID" {
-		t.Fatalf("error = %+v", perr)
+func TestBadKeyIsUnauthenticated(t *testing.T) {
+	for _, tc := range []struct{ key, reason string }{
+		{"", "API_KEY_MISSING"},
+		{"not-a-key", "API_KEY_INVALID"},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			client := connect(t, tc.key)
+			_, err := client.Recall(context.Background(), &personav1.RecallRequest{UserId: user(t), Query: "q", MaxResults: 5})
+			perr := asError(t, err)
+			if perr.Code != codes.Unauthenticated || perr.Reason != tc.reason {
+				t.Fatalf("error = %+v", perr)
+			}
+		})
 	}
 }
 

@@ -6,7 +6,8 @@
 
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { Code, createPersonaClient, PersonaError, v1, type PersonaClient } from "../src/index.js";
+import { Code, createPersonaClient, v1, type PersonaClient } from "../src/index.js";
+import { personaFailure } from "../test/assertions.js";
 
 const target = process.env["PERSONA_TARGET"] ?? "";
 const apiKey = process.env["PERSONA_API_KEY"] ?? "";
@@ -23,16 +24,6 @@ after(() => clients.forEach((c) => c.close()));
 
 let users = 0;
 const user = () => `e2e-ts-${Date.now()}-${users++}`;
-
-async function failure(promise: Promise<unknown>): Promise<PersonaError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof PersonaError, `want a PersonaError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail("the call succeeded");
-}
 
 describe("against the live server", () => {
   it("ingests, then recalls with provenance, and recognises a replay", async () => {
@@ -51,7 +42,7 @@ describe("against the live server", () => {
   });
 
   it("names max_results in the INVALID_ARGUMENT of an invalid max_results", async () => {
-    const err = await failure(connect(apiKey).recall({ userId: user(), query: "q", maxResults: 101 }));
+    const err = await personaFailure(connect(apiKey).recall({ userId: user(), query: "q", maxResults: 101 }));
     assert.equal(err.code, Code.InvalidArgument);
     assert.equal(err.codeName, "INVALID_ARGUMENT");
     assert.equal(err.reason, "INVALID_ARGUMENT");
@@ -60,19 +51,19 @@ describe("against the live server", () => {
   });
 
   it("answers UNAUTHENTICATED to a missing key", async () => {
-    const err = await failure(connect("").recall({ userId: user(), query: "q", maxResults: 5 }));
+    const err = await personaFailure(connect("").recall({ userId: user(), query: "q", maxResults: 5 }));
     assert.equal(err.codeName, "UNAUTHENTICATED");
     assert.equal(err.reason, "API_KEY_MISSING");
   });
 
   it("answers UNAUTHENTICATED to an unknown key", async () => {
-    const err = await failure(connect("not-a-key").recall({ userId: user(), query: "q", maxResults: 5 }));
+    const err = await personaFailure(connect("not-a-key").recall({ userId: user(), query: "q", maxResults: 5 }));
     assert.equal(err.codeName, "UNAUTHENTICATED");
     assert.equal(err.reason, "API_KEY_INVALID");
   });
 
   it("answers NOT_FOUND for a memory that does not exist", async () => {
-    const err = await failure(connect(apiKey).getMemory({ userId: user(), memoryId: "ep_missing" }));
+    const err = await personaFailure(connect(apiKey).getMemory({ userId: user(), memoryId: "ep_missing" }));
     assert.equal(err.codeName, "NOT_FOUND");
   });
 

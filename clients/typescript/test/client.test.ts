@@ -6,24 +6,14 @@ import {
   createPersonaClient,
   DEFAULT_RETRY_POLICY,
   NO_RETRY,
-  PersonaError,
   retrySafe,
   type PersonaClient,
 } from "../src/index.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
+import { personaFailure } from "./assertions.js";
 import { FakeServer, FakeService, unavailable } from "./fake-server.js";
 
 const FAST = { ...DEFAULT_RETRY_POLICY, initialBackoffMs: 5, maxBackoffMs: 20 };
-
-async function rejection(promise: Promise<unknown>): Promise<PersonaError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof PersonaError, `want a PersonaError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail("the call succeeded");
-}
 
 describe("unary calls", () => {
   let service: FakeService;
@@ -73,7 +63,7 @@ describe("unary calls", () => {
 
   it("stops after maxAttempts", async () => {
     service.fail("recall", unavailable(), unavailable(), unavailable(), unavailable());
-    const err = await rejection(client.recall({ userId: "u" }));
+    const err = await personaFailure(client.recall({ userId: "u" }));
     assert.equal(err.code, Code.Unavailable);
     assert.equal(err.reason, "STORE_UNAVAILABLE");
     assert.equal(service.count("recall"), FAST.maxAttempts);
@@ -81,7 +71,7 @@ describe("unary calls", () => {
 
   it("does not retry when RetryInfo outlasts the deadline", async () => {
     service.fail("recall", unavailable(60_000));
-    const err = await rejection(client.recall({ userId: "u" }));
+    const err = await personaFailure(client.recall({ userId: "u" }));
     assert.equal(err.code, Code.Unavailable);
     assert.equal(err.retryDelayMs, 60_000);
     assert.equal(service.count("recall"), 1);
@@ -89,7 +79,7 @@ describe("unary calls", () => {
 
   it("retries Ingest only when every item has a source id", async () => {
     service.fail("ingest", unavailable());
-    const err = await rejection(
+    const err = await personaFailure(
       client.ingest({ userId: "u", items: [{ text: "a", sourceId: "s1" }, { text: "b" }] }),
     );
     assert.equal(err.code, Code.Unavailable);
@@ -102,7 +92,7 @@ describe("unary calls", () => {
 
   it("does not retry other codes", async () => {
     service.fail("recall", new ConnectError("boom", Code.Internal));
-    const err = await rejection(client.recall({ userId: "u" }));
+    const err = await personaFailure(client.recall({ userId: "u" }));
     assert.equal(err.codeName, "INTERNAL");
     assert.equal(service.count("recall"), 1);
   });
@@ -116,7 +106,7 @@ describe("unary calls", () => {
         { desc: BadRequestSchema, value: { fieldViolations: [{ field: "max_results", description: message }] } },
       ]),
     );
-    const err = await rejection(client.recall({ userId: "u" }));
+    const err = await personaFailure(client.recall({ userId: "u" }));
     assert.equal(err.code, Code.InvalidArgument);
     assert.equal(err.codeName, "INVALID_ARGUMENT");
     assert.equal(err.reason, "INVALID_ARGUMENT");
@@ -132,7 +122,7 @@ describe("unary calls", () => {
   it("names the code as the reason of a transport failure", async () => {
     const nowhere = createPersonaClient({ target: "127.0.0.1:1", retry: NO_RETRY });
     try {
-      const err = await rejection(nowhere.recall({ userId: "u" }));
+      const err = await personaFailure(nowhere.recall({ userId: "u" }));
       assert.equal(err.code, Code.Unavailable);
       assert.equal(err.reason, "UNAVAILABLE");
     } finally {
