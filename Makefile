@@ -45,7 +45,7 @@ serve: setup
 # Static checks first (fast), then the Go and TypeScript SDKs' unit tests, then the whole test
 # suite (Neo4j and the SDKs' end-to-end tests against a live server included; `slow` is opt-in).
 test: setup setup-sdks lint
-	cd $(GO_SDK) && go test ./...
+	cd $(GO_SDK) && go test -count=1 ./...
 	cd $(TS_SDK) && npm test --silent
 	$(BIN)/pytest -q
 
