@@ -4,7 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup serve test lint protos bench-latency bench-locomo
+.PHONY: setup setup-sdks serve test lint protos bench-latency bench-locomo
+
+# The Go and TypeScript SDKs' tools (see clients/go/README.md, clients/typescript/README.md).
+# protoc-gen-go's version is the google.golang.org/protobuf of clients/go/go.mod (generated code
+# needs that runtime); protoc-gen-go-grpc is its own module. Both go into a git-ignored .tools/bin,
+# rebuilt only when a version changes (the stamp's name holds both).
+GO_SDK := clients/go
+TS_SDK := clients/typescript
+TOOLS_BIN := $(CURDIR)/.tools/bin
+PROTOC_GEN_GO_VERSION := $(shell awk '$$1 == "google.golang.org/protobuf" { print $$2 }' $(GO_SDK)/go.mod)
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GO_TOOLS_STAMP := .tools/stamps/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)
+NPM_STAMP := $(TS_SDK)/node_modules/.installed-stamp
 
 # Reinstall when a dependency list changes; editable installs pick up code changes by themselves.
 $(STAMP): pyproject.toml clients/python/pyproject.toml
@@ -15,22 +27,41 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 
 setup: $(STAMP)
 
+$(GO_TOOLS_STAMP):
+	GOBIN=$(TOOLS_BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS_BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	rm -rf .tools/stamps && mkdir -p .tools/stamps && touch $@
+
+# npm ci empties node_modules first, so the stamp inside it goes too when the lock changes.
+$(NPM_STAMP): $(TS_SDK)/package.json $(TS_SDK)/package-lock.json
+	cd $(TS_SDK) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup-sdks: $(GO_TOOLS_STAMP) $(NPM_STAMP)
+
 serve: setup
 	$(BIN)/persona serve
 
-# Static checks first (fast), then the whole test suite (Neo4j included; `slow` is opt-in).
-test: setup lint
+# Static checks first (fast), then the Go and TypeScript SDKs' unit tests, then the whole test
+# suite (Neo4j and the SDKs' end-to-end tests against a live server included; `slow` is opt-in).
+test: setup setup-sdks lint
+	cd $(GO_SDK) && go test -count=1 ./...
+	cd $(TS_SDK) && npm test --silent
 	$(BIN)/pytest -q
 
-lint: setup
+lint: setup setup-sdks
 	$(BIN)/python scripts/gen_protos.py --check
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	test -z "$$(gofmt -l $(GO_SDK))" || { gofmt -l $(GO_SDK); exit 1; }
+	cd $(GO_SDK) && go vet -tags e2e ./...
+	cd $(TS_SDK) && node_modules/.bin/tsc --noEmit
 
-protos: setup
+# Regenerates the code of all three SDKs (Python, Go, TypeScript) from protos/.
+protos: setup setup-sdks
 	$(BIN)/buf format -w
 	$(BIN)/python scripts/gen_protos.py
 

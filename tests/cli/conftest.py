@@ -22,10 +22,7 @@ def fake_server() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     # Imported lazily: only the end-to-end tests need the server's own modules.
-    from tests.sdk.real_server import RealServer
+    from tests.sdk.real_server import running
 
-    server = RealServer(tmp_path_factory.mktemp("persona-cli-e2e"))
-    try:
+    with running(tmp_path_factory.mktemp("persona-cli-e2e")) as server:
         yield server
-    finally:
-        server.stop()

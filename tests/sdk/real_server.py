@@ -7,8 +7,9 @@ the CLI) and async ones can both talk to it from the test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,3 +57,13 @@ class RealServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop.close()
+
+
+@contextlib.contextmanager
+def running(data_dir: Path) -> Iterator[RealServer]:
+    """A RealServer for the length of a `with` block (the body of a fixture)."""
+    server = RealServer(data_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
