@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup setup-sdks serve test lint protos bench-latency bench-locomo
+.PHONY: setup setup-sdks serve test lint protos bench-latency bench-locomo bench-load bench-chaos
 
 # The Go and TypeScript SDKs' tools (see clients/go/README.md, clients/typescript/README.md).
 # protoc-gen-go's version is the google.golang.org/protobuf of clients/go/go.mod (generated code
@@ -30,7 +30,7 @@ setup: $(STAMP)
 $(GO_TOOLS_STAMP):
 	GOBIN=$(TOOLS_BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(TOOLS_BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
-	rm -rf .tools/stamps && mkdir -p .tools/stamps && touch $@
+	mkdir -p .tools/stamps && rm -f .tools/stamps/protoc-gen-go-* && touch $@
 
 # npm ci empties node_modules first, so the stamp inside it goes too when the lock changes.
 $(NPM_STAMP): $(TS_SDK)/package.json $(TS_SDK)/package-lock.json
@@ -71,3 +71,17 @@ bench-locomo: setup
 
 bench-latency: setup
 	$(BIN)/python bench/latency.py --sizes 1000,10000,100000 --out bench/results/latency_sqlite.json
+
+# The gRPC load tool of bench/load.py, pinned, from the Go module proxy into .tools/bin.
+GHZ_VERSION := v0.121.0
+GHZ := $(TOOLS_BIN)/ghz
+GHZ_STAMP := .tools/stamps/ghz-$(GHZ_VERSION)
+$(GHZ_STAMP):
+	GOBIN=$(TOOLS_BIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+	mkdir -p .tools/stamps && touch $@
+
+bench-load: setup $(GHZ_STAMP)
+	$(BIN)/python bench/load.py --ghz $(GHZ) --out bench/results/load.json
+
+bench-chaos: setup
+	$(BIN)/python bench/chaos.py --out bench/results/chaos.json
