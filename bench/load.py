@@ -13,8 +13,8 @@ with ghz (https://ghz.sh, a Go load tool; `make bench-load` installs the pinned 
    unique source ids, into the same user);
 3. both at once, each with `--clients` clients.
 
-ghz reads the API from a descriptor set that buf builds from protos/. Reported per phase: requests per second, latency
-p50/p95/p99 (ms), errors (every call that did not end OK, by status), and the server's peak
+ghz reads the API from a descriptor set that buf builds from protos/. Reported per phase:
+requests per second, latency p50/p95/p99 (ms), errors (every call that did not end OK, by status), and the server's peak
 resident memory (VmHWM) over the whole run. Target: errors = 0.
 """
 
@@ -49,7 +49,8 @@ def find_ghz(explicit: str | None) -> str:
         if candidate and Path(candidate).is_file():
             return candidate
     sys.exit(
-        f"ghz not found: run `make bench-load` (go install github.com/bojand/ghz/cmd/ghz@{GHZ_VERSION})"
+        "ghz not found: run `make bench-load` "
+        f"(go install github.com/bojand/ghz/cmd/ghz@{GHZ_VERSION})"
     )
 
 
