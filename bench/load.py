@@ -14,8 +14,8 @@ with ghz (https://ghz.sh, a Go load tool; `make bench-load` installs the pinned 
 3. both at once, each with `--clients` clients.
 
 ghz reads the API from a descriptor set that buf builds from protos/. Reported per phase:
-requests per second, latency p50/p95/p99 (ms), errors (every call that did not end OK, by status), and the server's peak
-resident memory (VmHWM) over the whole run. Target: errors = 0.
+requests per second, latency p50/p95/p99 (ms), errors (every call that did not end OK, by
+status), and the server's peak resident memory (VmHWM) over the whole run. Target: errors = 0.
 """
 
 from __future__ import annotations
