@@ -163,10 +163,17 @@ class Subscriber:
             event, self._shared = self._shared, None
             return event
         if self._pending:
-            changes = list(self._pending.values())
+            # Coalesced over several views: ranks and scores as of the latest one.
+            changes = [self._current(c) for c in self._pending.values()]
             self._pending = {}
             return UpdateEvent(self.seq, changes, self.view.members(), self.view.ids)
         return None
+
+    def _current(self, change: Change) -> Change:
+        entry = self.view.by_id.get(change.memory_id) if change.rank else None
+        if entry is None:
+            return change
+        return Change(change.kind, ScoredMemory(entry.memory, entry.score), entry.rank)
 
     async def wait(self, timeout_s: float) -> None:
         """Until there is something to take, or `timeout_s` passed."""
@@ -258,8 +265,15 @@ class UserFeed:
         views = await asyncio.gather(
             *(self.hub.source.view(self.user, g.spec, g.query_vector) for g in groups)
         )
+        # A write that committed while the views were read may show in them already: its log
+        # entries name what it did (a memory that appears is new, not merely entering). They
+        # only label; the next refresh reads them as usual and finds nothing left to send.
+        labels, types = dict(found.labels), dict(found.types)
+        for change in await self.hub.store.changes.since(self.user, found.seq, _PAGE):
+            labels[change.memory_id] = merge_label(labels.get(change.memory_id), change.kind)
+            types[change.memory_id] = change.memory_type
         changes = [
-            diff({e.memory.id: e.memory for e in g.view.entries}, v, found.labels, found.types)
+            diff({e.memory.id: e.memory for e in g.view.entries}, v, labels, types)
             for g, v in zip(groups, views, strict=True)
         ]
         changes = await self.with_invalidated(changes)
@@ -332,6 +346,15 @@ class FeedHub:
 
     def subscriber_count(self) -> int:
         return sum(len(f.subscribers()) for f in self._feeds.values())
+
+    def subscribers(self, user: UserRef) -> list[Subscriber]:
+        feed = self._feeds.get(user)
+        return feed.subscribers() if feed is not None else []
+
+    def position(self, user: UserRef) -> int | None:
+        """How far this process has read the user's change log (None: no open stream)."""
+        feed = self._feeds.get(user)
+        return feed.seq if feed is not None else None
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return [f.task for f in self._feeds.values() if f.task is not None]

@@ -12,9 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from persona_server.domain.models import GoalStatus, Memory, MemoryType, UserRef
+from persona_server.domain.models import Entity, GoalStatus, Memory, MemoryType, UserRef
+from persona_server.domain.names import normalise_name
+from persona_server.ports.extractor import USER_SUBJECT
 from persona_server.ports.graph_store import GraphStore, MemoryOrder, RankedRead
 from persona_server.services.results import ScoredMemory
+
+# The entity offline extraction gives the user who speaks unnamed ("I moved to Lisbon"): the
+# user themself, a hub of every statement, not someone or something the user knows.
+_SELF = normalise_name(USER_SUBJECT)
 
 
 @dataclass(frozen=True)
@@ -25,9 +31,22 @@ class ProfileGroup:
     memory_type: MemoryType
     order: MemoryOrder
     goal_status: GoalStatus | None = None
+    without_self: bool = False  # leave the user's own entity out
 
     def read(self, limit: int) -> RankedRead:
-        return RankedRead(self.memory_type, self.order, limit, self.goal_status)
+        # One more than shown when the user's own entity may be among them.
+        return RankedRead(
+            self.memory_type, self.order, limit + int(self.without_self), self.goal_status
+        )
+
+    def shown(self, memories: list[Memory], limit: int) -> list[Memory]:
+        if self.without_self:
+            memories = [
+                m
+                for m in memories
+                if not (isinstance(m, Entity) and normalise_name(m.name) == _SELF)
+            ]
+        return memories[:limit]
 
 
 # The groups, in the order a profile lists them. Change a group's order here and every reader of
@@ -37,8 +56,8 @@ PROFILE_GROUPS: tuple[ProfileGroup, ...] = (
     ProfileGroup("goals", MemoryType.GOAL, MemoryOrder.LATEST_RECORDED, GoalStatus.ACTIVE),
     # Traits, values and preferences said most often.
     ProfileGroup("psyche", MemoryType.PSYCHE, MemoryOrder.MOST_MENTIONED),
-    # The people, places and things mentioned most often.
-    ProfileGroup("entities", MemoryType.ENTITY, MemoryOrder.MOST_MENTIONED),
+    # The people, places and things mentioned most often (the user aside).
+    ProfileGroup("entities", MemoryType.ENTITY, MemoryOrder.MOST_MENTIONED, without_self=True),
     # What happened last, in event time.
     ProfileGroup("episodes", MemoryType.EPISODE, MemoryOrder.LATEST_EVENT),
 )
@@ -80,4 +99,4 @@ class ProfileService:
         if not groups:
             return Profile([])
         found = await self._store.memories.ranked(user, [g.read(limit) for g in groups])
-        return Profile(list(zip(groups, found, strict=True)))
+        return Profile([(g, g.shown(f, limit)) for g, f in zip(groups, found, strict=True)])
