@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from persona import AsyncPersonaClient, InvalidArgumentError, Item, OutOfRangeError
+from persona import (
+    NO_RETRY,
+    AsyncPersonaClient,
+    InvalidArgumentError,
+    Item,
+    OutOfRangeError,
+    UnavailableError,
+)
 from persona.v1 import memory_pb2
 from persona.v1 import memory_service_pb2 as pb
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
@@ -505,3 +512,16 @@ async def test_two_servers_on_one_store_deliver_each_others_ingests(
         finally:
             await on_a.aclose()
             await on_b.aclose()
+
+
+async def test_a_failing_store_ends_streams_with_unavailable(app: App) -> None:
+    async with AsyncPersonaClient(
+        f"127.0.0.1:{app.port}", api_key=KEY_A, stream_retry=NO_RETRY
+    ) as client:
+        stream = client.stream_context("u1", heartbeat_seconds=60)
+        assert kind(await next_event(stream)) == "snapshot"
+        await app.store.close()  # the user's reader fails at its next poll
+        with pytest.raises(UnavailableError) as err:
+            await next_event(stream)
+    assert err.value.reason == "STORE_UNAVAILABLE"
+    assert app.services.feed.hub.feed_count() == 0

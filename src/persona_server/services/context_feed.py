@@ -10,7 +10,6 @@ replica.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
@@ -28,20 +27,19 @@ class ContextFeed:
     async def stream(self, q: StreamQuery) -> AsyncIterator[StreamEvent]:
         sub, first = await self.hub.subscribe(q)
         try:
-            loop = asyncio.get_running_loop()
+            sub.start_heartbeats(q.heartbeat_s)
             if first is not None:
                 yield first
-            idle_since = loop.time()
+                sub.sent()
             while True:
                 event = sub.take()
                 if event is None:
-                    remaining = q.heartbeat_s - (loop.time() - idle_since)
-                    if remaining > 0:
-                        await sub.wait(remaining)
+                    if not sub.heartbeat_due:
+                        await sub.wait()
                         continue
                     event = HeartbeatEvent(sub.seq, self._clock(), sub.view.ids)
                 yield event
-                idle_since = loop.time()
+                sub.sent()
         finally:
             # Also on cancellation (the client went away): nothing of this stream remains.
             self.hub.unsubscribe(sub)

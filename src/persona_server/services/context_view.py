@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from persona_server.domain.ids import type_of
 from persona_server.domain.models import ChangeKind, Memory, MemoryType
@@ -58,7 +59,9 @@ class View:
     def members(self) -> list[Member]:
         return [Member(e.memory.id, e.memory.type, e.rank, e.score) for e in self.entries]
 
+    @cached_property
     def outcome(self) -> RecallOutcome:
+        """The view as a snapshot's content (built once per view)."""
         results = [ScoredMemory(e.memory, e.score) for e in self.entries]
         return RecallOutcome(results, context_block(results))
 

@@ -98,6 +98,14 @@ class ContextGroup:
         self.query_vector = query_vector
         self.view = view
         self.subscribers: set[Subscriber] = set()
+        self._snapshot: SnapshotEvent | None = None
+
+    def snapshot(self, seq: int) -> SnapshotEvent:
+        """The view as a snapshot; one object while the view stands (converted once)."""
+        event = self._snapshot
+        if event is None or event.seq != seq or event.outcome is not self.view.outcome:
+            event = self._snapshot = SnapshotEvent(seq, self.view.outcome, self.view.ids)
+        return event
 
 
 class Subscriber:
@@ -116,6 +124,11 @@ class Subscriber:
         self._resync = False
         self._failure: BaseException | None = None
         self._ready = asyncio.Event()
+        # Heartbeats: one timer per stream, re-armed once per interval rather than per event.
+        self._beat_s = 0.0
+        self._beat_due = False
+        self._sent_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def pending(self) -> int:
@@ -158,7 +171,7 @@ class Subscriber:
             raise self._failure
         if self._resync:
             self._resync = False
-            return ResyncEvent(self.seq, self.view.outcome(), self.view.ids)
+            return ResyncEvent(self.seq, self.view.outcome, self.view.ids)
         if self._shared is not None:
             event, self._shared = self._shared, None
             return event
@@ -175,11 +188,38 @@ class Subscriber:
             return change
         return Change(change.kind, ScoredMemory(entry.memory, entry.score), entry.rank)
 
-    async def wait(self, timeout_s: float) -> None:
-        """Until there is something to take, or `timeout_s` passed."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._ready.wait()
+    async def wait(self) -> None:
+        """Until there is something to take, or a heartbeat is due."""
+        await self._ready.wait()
+
+    def start_heartbeats(self, every_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._beat_s = every_s
+        self._sent_at = loop.time()
+        self._timer = loop.call_at(self._sent_at + every_s, self._check_beat)
+
+    @property
+    def heartbeat_due(self) -> bool:
+        return self._beat_due
+
+    def sent(self) -> None:
+        """The consumer took an event: the stream is not silent."""
+        self._sent_at = asyncio.get_running_loop().time()
+        self._beat_due = False
+
+    def _check_beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._sent_at + self._beat_s
+        if loop.time() >= due - 0.001:
+            self._beat_due = True
+            self._ready.set()
+            due = loop.time() + self._beat_s
+        self._timer = loop.call_at(due, self._check_beat)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class UserFeed:
@@ -397,9 +437,9 @@ class FeedHub:
         view = group.view
         first: StreamEvent | None
         if resume is None:
-            first = SnapshotEvent(seq, view.outcome(), view.ids)
+            first = group.snapshot(seq)
         elif resume.context is None:
-            first = ResyncEvent(seq, view.outcome(), view.ids)
+            first = ResyncEvent(seq, view.outcome, view.ids)
         else:
             try:
                 changes = await self._since_token(feed, resume, group)
@@ -438,6 +478,7 @@ class FeedHub:
         return (await feed.with_invalidated([changes]))[0]
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        sub.close()
         feed = sub.feed
         group = sub.group
         if sub not in group.subscribers:

@@ -16,6 +16,10 @@ from persona_server.services.results import IngestItemResult
 
 
 class ExtractionScheduler(Protocol):
+    # True when `submit` has extracted by the time it returns (offline rules, in milliseconds):
+    # context streams are then told once, after extraction, instead of twice.
+    inline: bool
+
     async def submit(
         self, user: UserRef, episodes: Sequence[Episode], *, wait: bool
     ) -> dict[str, ExtractionStatus]:
@@ -82,7 +86,8 @@ class IngestService:
         changed = [w.episode for w in written if w.episode is not None]
         statuses: dict[str, ExtractionStatus] = {}
         if changed:
-            self._notifier.notify(cmd.user)
+            if self._extraction is None or not self._extraction.inline:
+                self._notifier.notify(cmd.user)
             if self._extraction is not None:
                 statuses = await self._extraction.submit(
                     cmd.user, changed, wait=cmd.wait_for_extraction

@@ -60,7 +60,7 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     CHANGE_KIND_ADDED: _ChangeKind.ValueType  # 1
     """A new memory."""
     CHANGE_KIND_UPDATED: _ChangeKind.ValueType  # 2
-    """An existing memory changed (text, reinforcement, status). Rank 0 if it left the context."""
+    """An existing memory changed (text, reinforcement, status, extraction state)."""
     CHANGE_KIND_INVALIDATED: _ChangeKind.ValueType  # 3
     """A fact stopped being valid (it is kept, with `invalid_at` set); it left the context."""
     CHANGE_KIND_DELETED: _ChangeKind.ValueType  # 4
@@ -68,8 +68,9 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     CHANGE_KIND_ENTERED: _ChangeKind.ValueType  # 5
     """A memory that did not change entered the context: others left it or now rank below it."""
     CHANGE_KIND_LEFT: _ChangeKind.ValueType  # 6
-    """A memory that did not change left the context: pushed out by memories that rank higher.
-    Only its id and type are sent.
+    """A memory left the context without being deleted or invalidated: pushed out by memories
+    that now rank higher, or changed so that it no longer ranks (a goal achieved). Only its id
+    and type are sent.
     """
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
@@ -80,7 +81,7 @@ CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
 CHANGE_KIND_ADDED: ChangeKind.ValueType  # 1
 """A new memory."""
 CHANGE_KIND_UPDATED: ChangeKind.ValueType  # 2
-"""An existing memory changed (text, reinforcement, status). Rank 0 if it left the context."""
+"""An existing memory changed (text, reinforcement, status, extraction state)."""
 CHANGE_KIND_INVALIDATED: ChangeKind.ValueType  # 3
 """A fact stopped being valid (it is kept, with `invalid_at` set); it left the context."""
 CHANGE_KIND_DELETED: ChangeKind.ValueType  # 4
@@ -88,8 +89,9 @@ CHANGE_KIND_DELETED: ChangeKind.ValueType  # 4
 CHANGE_KIND_ENTERED: ChangeKind.ValueType  # 5
 """A memory that did not change entered the context: others left it or now rank below it."""
 CHANGE_KIND_LEFT: ChangeKind.ValueType  # 6
-"""A memory that did not change left the context: pushed out by memories that rank higher.
-Only its id and type are sent.
+"""A memory left the context without being deleted or invalidated: pushed out by memories
+that now rank higher, or changed so that it no longer ranks (a goal achieved). Only its id
+and type are sent.
 """
 Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
@@ -602,11 +604,14 @@ class StreamContextRequest(_message.Message):
       r-th Recall result and `score` its fused Recall score, evaluated on the store as of the
       event. The snapshot is that ranking when the subscription starts; each update is the
       difference between the ranking as of the previous event and as of this one. The query is
-      embedded once per subscription; stored memories are never embedded again.
+      embedded once per subscription; stored memories are never embedded again. Every distinct
+      (query, max_results, types) of a user costs one Recall per batch of that user's changes,
+      shared by all streams that ask the same.
     - Without a query, the context is the user's profile: four groups, each of at most
       `max_results` memories, each in its own order: active goals (most recently recorded
       first), the strongest psyche items (most mentioned first, then most recently recorded),
-      key entities (same order) and the most recent episodes (latest event time first).
+      key entities (same order; the user's own entity aside) and the most recent episodes
+      (latest event time first).
       Ties go to the larger memory id. Invalidated memories are left out. Rank is the place
       within the memory's group (its type), and `score` is 1/rank.
     """
@@ -773,9 +778,9 @@ class ContextUpdate(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContextChange]:
-        """The memories that entered, changed in or left the context, in the order their latest
-        change happened. A memory appears at most once per update. Ranks and scores of memories
-        that did not change also move when others enter or leave: `members` has them all.
+        """The memories that entered, changed in or left the context; each at most once per update,
+        with its rank and score as of this event. Memories that did not change are not listed
+        although their ranks and scores move when others enter or leave: `members` has them all.
         """
 
     @_builtins.property
