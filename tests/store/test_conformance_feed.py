@@ -31,15 +31,19 @@ def _best(memories: list[Memory], order: MemoryOrder, limit: int) -> list[str]:
 
 async def test_ranked_reads_pick_each_groups_best(store: GraphStore, user: UserRef) -> None:
     rng = random.Random(7)
-    # Back-filled in random event order, so neither record time nor ingest order is the answer;
-    # two share one event time (the ingest order breaks the tie).
-    hours_ = list(range(EPISODES))
-    rng.shuffle(hours_)
-    episodes = [episode(f"s{i}", f"episode {i}", at=hours(h)) for i, h in enumerate(hours_)]
-    episodes[1] = episode("s1", "same time as the newest", at=hours(EPISODES - 1))
-    for start in range(0, EPISODES, 260):
-        await put(store, user, episodes[start : start + 260])
-    stored = await store.memories.get_many(user, [e.id for e in episodes])
+    # Two batches, the second back-filled between the first's events (each batch in random
+    # order), so neither record time nor ingest order is the answer; two episodes share one
+    # event time (the ingest order breaks the tie).
+    half = EPISODES // 2
+    odd, even = list(range(1, EPISODES, 2)), list(range(0, EPISODES, 2))
+    rng.shuffle(odd)
+    rng.shuffle(even)
+    episodes = [episode(f"s{i}", f"episode {i}", at=hours(h)) for i, h in enumerate(odd + even)]
+    episodes[half] = episode(f"s{half}", "same time as the newest", at=hours(EPISODES - 1))
+    await put(store, user, episodes[:half])
+    await put(store, user, episodes[half:])
+    # The store numbers episodes in ingest order (`seq`), which breaks event-time ties.
+    stored = {e.id: e.model_copy(update={"seq": i + 1}) for i, e in enumerate(episodes)}
 
     anchor = episodes[0]
     mentions = [rng.randint(1, 9) for _ in range(30)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +34,7 @@ from persona_server.app import App, start
 from persona_server.domain.models import Entity, Episode, Goal, GoalStatus, MemoryType, UserRef
 from persona_server.ports.graph_store import MemoryOrder
 from persona_server.services import resume_token
-from tests.neo4j_plugin import Neo4jTarget
+from tests.neo4j_plugin import Neo4jTarget, wipe_database
 from tests.transport.transport_settings import KEY_A, make_settings
 
 TENANT = "tenant-a"  # KEY_A's tenant
@@ -145,12 +146,15 @@ def profile_items(n: int) -> list[Item]:
     return items
 
 
+ITEMS = 510  # over 500 episodes alone, and what extraction derives from them
+
+
 async def test_profile_snapshot_of_a_user_with_more_than_500_memories(
     app: App, client: AsyncPersonaClient
 ) -> None:
-    items = profile_items(520)
-    for start_at in range(0, len(items), 260):
-        await client.ingest("u1", items[start_at : start_at + 260])
+    items = profile_items(ITEMS)
+    for start_at in range(0, len(items), 255):
+        await client.ingest("u1", items[start_at : start_at + 255])
     memories = await all_memories(app, "u1")
     assert len(memories) > 500
 
@@ -182,7 +186,7 @@ async def test_profile_snapshot_of_a_user_with_more_than_500_memories(
     # The most recent episodes in event time: the last days, whatever order they came in.
     newest = [r.memory for r in snapshot.snapshot.results if r.memory.type == EPISODE]
     assert [m.occurred_at.ToDatetime(tzinfo=UTC) for m in newest] == [
-        T0 + timedelta(days=519 - i) for i in range(6)
+        T0 + timedelta(days=ITEMS - 1 - i) for i in range(6)
     ]
     # Strongest first: mention counts never rise down a group.
     counts = [
@@ -471,7 +475,14 @@ async def test_a_token_older_than_the_max_age_is_out_of_range(start_app: StartAp
 
 
 def _neo4j_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
-    target: Neo4jTarget = request.getfixturevalue("neo4j_clean_db")
+    """The test Neo4j, wiped only when it holds data of another embedding model (the store
+    suite's); the streams below use a user id of their own."""
+    embedder: LocalOnnxEmbedder = request.getfixturevalue("embedder")
+    target = Neo4jTarget(
+        uri=request.getfixturevalue("neo4j_uri"), auth=request.getfixturevalue("neo4j_auth")
+    )
+    if _stored_model(target) not in (None, (embedder.model_id, embedder.dimension)):
+        wipe_database(target)
     user, password = target.auth or ("neo4j", "")
     return {
         "store": "neo4j",
@@ -482,6 +493,20 @@ def _neo4j_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     }
 
 
+def _stored_model(target: Neo4jTarget) -> tuple[str, int] | None:
+    from neo4j import GraphDatabase
+
+    with (
+        GraphDatabase.driver(target.uri, auth=target.auth) as driver,
+        driver.session(database=target.database) as session,
+    ):
+        record = session.run(
+            "OPTIONAL MATCH (meta:PersonaMeta {key: 'store'}) "
+            "RETURN meta.embedding_model AS model, meta.embedding_dimension AS dimension"
+        ).single(strict=True)
+    return None if record["model"] is None else (record["model"], record["dimension"])
+
+
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("neo4j", marks=pytest.mark.neo4j)])
 async def test_two_servers_on_one_store_deliver_each_others_ingests(
     start_app: StartApp, backend: str, request: pytest.FixtureRequest
@@ -489,19 +514,20 @@ async def test_two_servers_on_one_store_deliver_each_others_ingests(
     settings = {} if backend == "sqlite" else _neo4j_settings(request)
     first = await start_app(**settings)
     second = await start_app(**settings)
+    user_id = f"replicas-{uuid.uuid4().hex[:8]}"  # the Neo4j database may be shared
     async with (
-        AsyncPersonaClient(f"127.0.0.1:{first.port}", api_key=KEY_A) as a,
-        AsyncPersonaClient(f"127.0.0.1:{second.port}", api_key=KEY_A) as b,
+        AsyncPersonaClient(f"127.0.0.1:{first.port}", api_key=KEY_A, default_timeout_s=60) as a,
+        AsyncPersonaClient(f"127.0.0.1:{second.port}", api_key=KEY_A, default_timeout_s=60) as b,
     ):
-        on_a = a.stream_context("u1", heartbeat_seconds=1)
-        on_b = b.stream_context("u1", heartbeat_seconds=1)
+        on_a = a.stream_context(user_id, heartbeat_seconds=1)
+        on_b = b.stream_context(user_id, heartbeat_seconds=1)
         try:
             assert kind(await next_event(on_a)) == "snapshot"
             assert kind(await next_event(on_b)) == "snapshot"
-            via_a = (await a.ingest("u1", [Item("written through A", source_id="a1")])).results
-            via_b = (await b.ingest("u1", [Item("written through B", source_id="b1")])).results
+            via_a = (await a.ingest(user_id, [Item("written through A", source_id="a1")])).results
+            via_b = (await b.ingest(user_id, [Item("written through B", source_id="b1")])).results
             for stream, server in ((on_a, first), (on_b, second)):
-                updates = await quiet_until(stream, server, "u1")
+                updates = await quiet_until(stream, server, user_id)
                 added = {
                     c.result.memory.id
                     for u in updates
