@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup serve test lint protos bench-latency bench-locomo
+.PHONY: setup serve test lint protos bench-latency bench-locomo bench-stream
 
 # Reinstall when a dependency list changes; editable installs pick up code changes by themselves.
 $(STAMP): pyproject.toml clients/python/pyproject.toml
@@ -40,3 +40,6 @@ bench-locomo: setup
 
 bench-latency: setup
 	$(BIN)/python bench/latency.py --sizes 1000,10000,100000 --out bench/results/latency_sqlite.json
+
+bench-stream: setup
+	$(BIN)/python bench/stream.py --out bench/results/stream.json

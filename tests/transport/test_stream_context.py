@@ -34,7 +34,7 @@ from persona_server.app import App, start
 from persona_server.domain.models import Entity, Episode, Goal, GoalStatus, MemoryType, UserRef
 from persona_server.ports.graph_store import MemoryOrder
 from persona_server.services import resume_token
-from tests.neo4j_plugin import Neo4jTarget, wipe_database
+from tests.neo4j_plugin import Neo4jTarget, server_settings, stored_embedding, wipe_database
 from tests.transport.transport_settings import KEY_A, make_settings
 
 TENANT = "tenant-a"  # KEY_A's tenant
@@ -481,30 +481,9 @@ def _neo4j_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     target = Neo4jTarget(
         uri=request.getfixturevalue("neo4j_uri"), auth=request.getfixturevalue("neo4j_auth")
     )
-    if _stored_model(target) not in (None, (embedder.model_id, embedder.dimension)):
+    if stored_embedding(target) not in (None, (embedder.model_id, embedder.dimension)):
         wipe_database(target)
-    user, password = target.auth or ("neo4j", "")
-    return {
-        "store": "neo4j",
-        "neo4j_uri": target.uri,
-        "neo4j_user": user,
-        "neo4j_password": password,
-        "neo4j_database": target.database,
-    }
-
-
-def _stored_model(target: Neo4jTarget) -> tuple[str, int] | None:
-    from neo4j import GraphDatabase
-
-    with (
-        GraphDatabase.driver(target.uri, auth=target.auth) as driver,
-        driver.session(database=target.database) as session,
-    ):
-        record = session.run(
-            "OPTIONAL MATCH (meta:PersonaMeta {key: 'store'}) "
-            "RETURN meta.embedding_model AS model, meta.embedding_dimension AS dimension"
-        ).single(strict=True)
-    return None if record["model"] is None else (record["model"], record["dimension"])
+    return server_settings(target)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("neo4j", marks=pytest.mark.neo4j)])

@@ -85,19 +85,19 @@ class Member:
 
 
 @dataclass(frozen=True, eq=False)
-class SnapshotEvent:
+class WholeContextEvent:
     seq: int
     outcome: RecallOutcome
     context: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, eq=False)
-class ResyncEvent:
-    """The context afresh, replacing what the client holds (see `SnapshotEvent`)."""
+class SnapshotEvent(WholeContextEvent):
+    """The context when a subscription starts."""
 
-    seq: int
-    outcome: RecallOutcome
-    context: tuple[str, ...] = ()
+
+class ResyncEvent(WholeContextEvent):
+    """The context afresh, replacing what the client holds: the stream fell behind its buffer,
+    or resumed from a token that does not name its context."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -119,71 +119,34 @@ _MIN_US = -(2**63)
 # descending, with an existence check on each: Neo4j then reads that index backwards from the
 # user's best entry and stops at the limit instead of sorting the user's memories (schema.py).
 # The hints keep the planner from taking a shorter index with the same prefix and sorting.
-_RANKED_TAIL = PROVENANCE_SUBQUERY + MEMORY_RETURN
 _VALID = " AND m.invalid_at IS NULL AND ($status IS NULL OR m.status = $status)"
-_RANKED_LATEST_EPISODES = (
-    """
-MATCH (m:Episode)
-USING INDEX m:Episode(tenant, user_id, chain_at, seq)
-WHERE m.tenant = $tenant AND m.user_id = $user_id AND m.chain_at IS NOT NULL
-  AND m.seq IS NOT NULL"""
-    + _VALID
-    + """
-WITH m ORDER BY m.tenant DESC, m.user_id DESC, m.chain_at DESC, m.seq DESC
-LIMIT $limit
-"""
-    + _RANKED_TAIL
-)
-_RANKED_LATEST_RECORDED = (
-    """
-MATCH (m:Memory)
-USING INDEX m:Memory(tenant, user_id, type, recorded_at, id)
-WHERE m.tenant = $tenant AND m.user_id = $user_id AND m.type = $type
-  AND m.recorded_at IS NOT NULL AND m.id IS NOT NULL"""
-    + _VALID
-    + """
-WITH m ORDER BY m.tenant DESC, m.user_id DESC, m.type DESC, m.recorded_at DESC, m.id DESC
-LIMIT $limit
-"""
-    + _RANKED_TAIL
-)
-_RANKED_GOALS_BY_STATUS = (
-    """
-MATCH (m:Goal)
-USING INDEX m:Goal(tenant, user_id, status, recorded_at, id)
-WHERE m.tenant = $tenant AND m.user_id = $user_id AND m.status = $status
-  AND m.recorded_at IS NOT NULL AND m.id IS NOT NULL"""
-    + _VALID
-    + """
-WITH m ORDER BY m.tenant DESC, m.user_id DESC, m.status DESC, m.recorded_at DESC, m.id DESC
-LIMIT $limit
-"""
-    + _RANKED_TAIL
-)
-_RANKED_MOST_MENTIONED = (
-    """
-MATCH (m:Memory)
-USING INDEX m:Memory(tenant, user_id, type, mention_count, recorded_at, id)
-WHERE m.tenant = $tenant AND m.user_id = $user_id AND m.type = $type
-  AND m.mention_count IS NOT NULL AND m.recorded_at IS NOT NULL AND m.id IS NOT NULL"""
-    + _VALID
-    + """
-WITH m ORDER BY m.tenant DESC, m.user_id DESC, m.type DESC, m.mention_count DESC,
-                m.recorded_at DESC, m.id DESC
-LIMIT $limit
-"""
-    + _RANKED_TAIL
-)
+_RANKED_TAIL = "\nLIMIT $limit\n" + PROVENANCE_SUBQUERY + MEMORY_RETURN
+
+
+def _index_ranked(
+    label: LiteralString, equal: LiteralString, ordered: tuple[LiteralString, ...]
+) -> LiteralString:
+    """Best first along the index `label(tenant, user_id[, equal], *ordered)`, where `equal`
+    is matched to the parameter of the same name."""
+    keys = ("tenant", "user_id", *((equal,) if equal else ()), *ordered)
+    where = " AND ".join(f"m.{k} = ${k}" for k in keys[: len(keys) - len(ordered)])
+    exists = " AND ".join(f"m.{k} IS NOT NULL" for k in ordered)
+    return (
+        f"\nMATCH (m:{label})\nUSING INDEX m:{label}({', '.join(keys)})\n"
+        f"WHERE {where} AND {exists}{_VALID}\n"
+        f"WITH m ORDER BY {', '.join(f'm.{k} DESC' for k in keys)}{_RANKED_TAIL}"
+    )
+
+
+_RANKED_LATEST_EPISODES = _index_ranked("Episode", "", ("chain_at", "seq"))
+_RANKED_LATEST_RECORDED = _index_ranked("Memory", "type", ("recorded_at", "id"))
+_RANKED_GOALS_BY_STATUS = _index_ranked("Goal", "status", ("recorded_at", "id"))
+_RANKED_MOST_MENTIONED = _index_ranked("Memory", "type", ("mention_count", "recorded_at", "id"))
 # Event time outside the episode chain: not indexed (no profile group reads it).
 _RANKED_LATEST_EVENT = (
-    """
-MATCH (m:Memory)
-WHERE m.tenant = $tenant AND m.user_id = $user_id AND m.type = $type"""
+    "\nMATCH (m:Memory)\nWHERE m.tenant = $tenant AND m.user_id = $user_id AND m.type = $type"
     + _VALID
-    + """
-WITH m ORDER BY coalesce(m.occurred_at, m.recorded_at) DESC, m.id DESC
-LIMIT $limit
-"""
+    + "\nWITH m ORDER BY coalesce(m.occurred_at, m.recorded_at) DESC, m.id DESC"
     + _RANKED_TAIL
 )
 
