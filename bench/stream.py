@@ -1,10 +1,11 @@
 """StreamContext freshness and server memory with 1 and with 1,000 subscribers.
 
-    python bench/stream.py --out FILE.json [--items-1 N] [--items-1000 N] [--query Q]
+    python bench/stream.py --out FILE.json [--items-1 N] [--items-1000 N]
 
 Starts its own offline server (`_server.ServerProcess`: fresh data directory, local
 embeddings, no LLM, loopback), fills one user with `PREFILL` chat-like items, then, for 1 and
-then 1,000 subscribers of that user on that server (profile streams, or `--query` ones):
+then 1,000 subscribers of that user on that server (profile streams: no query, so every new
+episode enters the context and each item is one update at every subscriber):
 
 - opens the streams (the SDK's `AsyncPersonaClient`, 100 streams per channel) in
   `CLIENT_PROCESSES` client processes and waits for every snapshot;
@@ -74,8 +75,8 @@ def item_text(i: int) -> str:
 class Subscriber:
     """One stream: records when each episode id first shows up in an update."""
 
-    def __init__(self, client: AsyncPersonaClient, query: str) -> None:
-        self._stream = client.stream_context(USER, query=query, heartbeat_seconds=60)
+    def __init__(self, client: AsyncPersonaClient) -> None:
+        self._stream = client.stream_context(USER, heartbeat_seconds=60)
         self.ready = asyncio.Event()
         self.seen: dict[str, float] = {}
         self.task = asyncio.create_task(self._run())
@@ -97,20 +98,20 @@ class Subscriber:
             await self.task
 
 
-def subscriber_process(target: str, query: str, count: int, conn: Connection) -> None:
+def subscriber_process(target: str, count: int, conn: Connection) -> None:
     """A client process holding `count` streams. Asked for an episode id, it answers with the
     times (time.perf_counter: CLOCK_MONOTONIC, the same clock in every process) at which each
     of its streams first saw it; "stop" ends it with its CPU time."""
-    asyncio.run(_subscribe(target, query, count, conn))
+    asyncio.run(_subscribe(target, count, conn))
 
 
-async def _subscribe(target: str, query: str, count: int, conn: Connection) -> None:
+async def _subscribe(target: str, count: int, conn: Connection) -> None:
     loop = asyncio.get_running_loop()
     channels = [
         AsyncPersonaClient(target, default_timeout_s=60)
         for _ in range(max(1, -(-count // STREAMS_PER_CHANNEL)))
     ]
-    subs = [Subscriber(channels[i % len(channels)], query) for i in range(count)]
+    subs = [Subscriber(channels[i % len(channels)]) for i in range(count)]
     try:
         await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in subs)), 120)
         conn.send("ready")
@@ -131,7 +132,7 @@ async def _subscribe(target: str, query: str, count: int, conn: Connection) -> N
 
 
 async def run_phase(
-    server: ServerProcess, writer: AsyncPersonaClient, n: int, items: int, query: str, tag: str
+    server: ServerProcess, writer: AsyncPersonaClient, n: int, items: int, tag: str
 ) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")  # no fork after gRPC has started threads
     shares = [n // CLIENT_PROCESSES + (i < n % CLIENT_PROCESSES) for i in range(CLIENT_PROCESSES)]
@@ -139,7 +140,7 @@ async def run_phase(
     for share in (s for s in shares if s):
         ours, theirs = context.Pipe()
         proc = context.Process(
-            target=subscriber_process, args=(server.target, query, share, theirs), daemon=True
+            target=subscriber_process, args=(server.target, share, theirs), daemon=True
         )
         proc.start()
         pipes.append(ours)
@@ -210,7 +211,7 @@ def server_cpu_s(server: ServerProcess) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def bench(server: ServerProcess, items: dict[int, int], query: str) -> dict[str, Any]:
+async def bench(server: ServerProcess, items: dict[int, int]) -> dict[str, Any]:
     async with AsyncPersonaClient(server.target, default_timeout_s=60) as writer:
         for start in range(0, PREFILL, 100):
             batch = [
@@ -220,7 +221,7 @@ async def bench(server: ServerProcess, items: dict[int, int], query: str) -> dic
             await writer.ingest(USER, batch)
         phases = {}
         for n in SUBSCRIBERS:
-            phases[n] = await run_phase(server, writer, n, items[n], query, f"n{n}")
+            phases[n] = await run_phase(server, writer, n, items[n], f"n{n}")
             p = phases[n]
             print(
                 f"{n:>5} subscriber(s): freshness p50 {p['p50']:.1f} ms, p95 {p['p95']:.1f} ms, "
@@ -243,18 +244,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--items-1000", type=int, default=ITEMS[1000], help="items measured with 1,000"
     )
-    parser.add_argument("--query", default="", help="subscribe with this query (default: none)")
     args = parser.parse_args(argv)
     exit_on_sigterm()
     cpus = os.cpu_count()
     print(
         f"{platform.platform()}, Python {platform.python_version()}, {cpus} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f}; streams: "
-        + (f"query {args.query!r}" if args.query else "profile (no query)"),
+        f"load average {os.getloadavg()[0]:.2f}; profile streams (no query)",
         flush=True,
     )
     with ServerProcess() as server:
-        phases = asyncio.run(bench(server, {1: args.items_1, 1000: args.items_1000}, args.query))
+        phases = asyncio.run(bench(server, {1: args.items_1, 1000: args.items_1000}))
     report = {
         "freshness_ms": {
             str(n): {"p50": round(p["p50"], 2), "p95": round(p["p95"], 2)}
