@@ -233,6 +233,7 @@ class UserFeed:
         self.lock = asyncio.Lock()
         self.holders = 0  # subscribers attached or attaching: the feed lives while any
         self.task: asyncio.Task[None] | None = None
+        self.failed = False  # its reader stopped on a store failure: streams must start anew
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -419,6 +420,9 @@ class FeedHub:
     async def _attach(
         self, feed: UserFeed, q: StreamQuery
     ) -> tuple[Subscriber, StreamEvent | None]:
+        if feed.failed:
+            # Waited for the lock of a reader that has just failed: start over on a new one.
+            raise UnavailableError("the memory store failed; retry", reason="STORE_UNAVAILABLE")
         await feed.start()
         spec = ContextSpec.of(q)
         group = feed.groups.get(spec)
@@ -499,6 +503,7 @@ class FeedHub:
 
     def fail(self, feed: UserFeed, exc: BaseException) -> None:
         """End every stream of `feed` with `exc`; the feed goes (a new stream starts afresh)."""
+        feed.failed = True
         for sub in feed.subscribers():
             sub.fail(exc)
         if self._feeds.get(feed.user) is feed:
