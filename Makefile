@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup setup-sdks serve test lint protos bench-latency bench-locomo bench-load bench-chaos
+.PHONY: setup setup-sdks serve test lint protos bench-latency bench-locomo bench-load bench-chaos \
+	bench-stream
 
 # The Go and TypeScript SDKs' tools (see clients/go/README.md, clients/typescript/README.md).
 # protoc-gen-go's version is the google.golang.org/protobuf of clients/go/go.mod (generated code
@@ -85,3 +86,6 @@ bench-load: setup $(GHZ_STAMP)
 
 bench-chaos: setup
 	$(BIN)/python bench/chaos.py --out bench/results/chaos.json
+
+bench-stream: setup
+	$(BIN)/python bench/stream.py --out bench/results/stream.json

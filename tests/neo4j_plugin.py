@@ -36,6 +36,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,6 +142,33 @@ def wipe_database(target: Neo4jTarget) -> None:
         ).data()
         for record in indexes:
             session.run(f"DROP INDEX {_quote(record['name'])} IF EXISTS").consume()
+
+
+def stored_embedding(target: Neo4jTarget) -> tuple[str, int] | None:
+    """The embedding model and dimension the database was built with (None: not built)."""
+    from neo4j import GraphDatabase
+
+    with (
+        GraphDatabase.driver(target.uri, auth=target.auth) as driver,
+        driver.session(database=target.database) as session,
+    ):
+        record = session.run(
+            "OPTIONAL MATCH (meta:PersonaMeta {key: 'store'}) "
+            "RETURN meta.embedding_model AS model, meta.embedding_dimension AS dimension"
+        ).single(strict=True)
+    return None if record["model"] is None else (record["model"], record["dimension"])
+
+
+def server_settings(target: Neo4jTarget) -> dict[str, Any]:
+    """The `Settings` overrides of a Persona server on `target`."""
+    user, password = target.auth or ("neo4j", "")
+    return {
+        "store": "neo4j",
+        "neo4j_uri": target.uri,
+        "neo4j_user": user,
+        "neo4j_password": password,
+        "neo4j_database": target.database,
+    }
 
 
 def _quote(name: str) -> str:

@@ -19,12 +19,15 @@ from persona_server.ports.embedder import Embedder
 from persona_server.ports.graph_store import GraphStore
 from persona_server.ports.llm import LlmClient
 from persona_server.services.ask import AskService, OfflineAskService
+from persona_server.services.change_retention import ChangeLogPruner
 from persona_server.services.context_feed import ContextFeed
 from persona_server.services.extraction import ExtractionPipeline, InlineExtraction, RetryPolicy
 from persona_server.services.extraction_worker import ExtractionWorker, WorkerExtraction
+from persona_server.services.feed_hub import ContextSource, FeedHub
 from persona_server.services.ingest import ExtractionScheduler, IngestService
 from persona_server.services.memories import MemoryService
 from persona_server.services.notifier import ChangeNotifier
+from persona_server.services.profile import ProfileService
 from persona_server.services.quotas import Quotas
 from persona_server.services.recall import RecallService
 from persona_server.transport.keys import KeySource
@@ -59,11 +62,14 @@ def build_store(settings: Settings) -> GraphStore:
             connection_timeout_s=settings.neo4j_connection_timeout_s,
             max_retry_time_s=settings.neo4j_max_retry_time_s,
             vector_cache_bytes=settings.neo4j_vector_cache_bytes,
+            change_log_max_entries=settings.change_log_max_entries,
         )
     from persona_server.adapters.stores.sqlite.store import SqliteGraphStore
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteGraphStore(settings.data_dir / "persona.db")
+    return SqliteGraphStore(
+        settings.data_dir / "persona.db", change_log_max_entries=settings.change_log_max_entries
+    )
 
 
 @dataclass
@@ -75,12 +81,18 @@ class App:
     server: RunningServer
     owns_embedder: bool
     extraction: Extraction | None = None
+    pruner: ChangeLogPruner | None = None
 
     @property
     def port(self) -> int:
         return self.server.port
 
     async def stop(self, grace_s: float | None = None) -> None:
+        # Open streams end first, with UNAVAILABLE, so that clients resume (on another replica)
+        # from their last token rather than wait for the grace period.
+        await self.services.feed.hub.close()
+        if self.pruner is not None:
+            await self.pruner.stop()
         if self.extraction is not None:
             # First, and without waiting on the LLM: in-flight extractions are cancelled and
             # stay pending in the store; Ingest calls waiting on them return their state.
@@ -195,7 +207,15 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         ),
         recall=recall,
         memories=MemoryService(store, notifier),
-        feed=ContextFeed(store, emb, recall, notifier),
+        feed=ContextFeed(
+            FeedHub(
+                store,
+                ContextSource(recall, ProfileService(store), emb),
+                notifier,
+                poll_s=settings.stream_poll_s,
+                buffer_limit=settings.stream_buffer,
+            )
+        ),
         ask=extraction.ask,
     )
     try:
@@ -207,7 +227,9 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         raise
     extraction.worker.start()
     _observe_backlog(extraction.worker)
-    return App(settings, store, emb, services, server, owns_embedder, extraction)
+    pruner = ChangeLogPruner(store, settings.change_log_max_age_s)
+    pruner.start()
+    return App(settings, store, emb, services, server, owns_embedder, extraction, pruner)
 
 
 def _observe_backlog(worker: ExtractionWorker) -> None:

@@ -81,6 +81,26 @@ class Settings(BaseSettings):
         description="memory per process for exact per-user vector search; 0 = native index only",
     )
 
+    # --- StreamContext ---
+    stream_poll_s: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="how often each user's change-log reader polls for writes made through "
+        "other replicas (local writes wake it at once)",
+    )
+    stream_buffer: int = Field(
+        256,
+        ge=1,
+        description="memories whose changes one stream may hold unsent before it resyncs",
+    )
+    change_log_max_entries: int = Field(
+        10_000, ge=1, description="change-log entries kept per user (the newest)"
+    )
+    change_log_max_age_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="seconds a change-log entry is kept"
+    )
+
     # --- embeddings (independent of the LLM) ---
     embeddings_base_url: str = Field("", description="OpenAI-compatible embeddings endpoint")
     embeddings_model: str = Field("", description="embeddings model; empty = local MiniLM")

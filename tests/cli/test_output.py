@@ -111,6 +111,7 @@ def test_stream_json_per_kind() -> None:
                 pb.ContextChange(
                     kind=pb.CHANGE_KIND_ADDED,
                     result=pb.RecallResult(memory=_memory("ep_2"), score=0.5),
+                    rank=1,
                 ),
                 pb.ContextChange(
                     kind=pb.CHANGE_KIND_DELETED,
@@ -118,8 +119,17 @@ def test_stream_json_per_kind() -> None:
                         memory=memory_pb2.Memory(id="ep_1", type=memory_pb2.MEMORY_TYPE_EPISODE)
                     ),
                 ),
-            ]
+            ],
+            members=[
+                pb.ContextMember(
+                    memory_id="ep_2", type=memory_pb2.MEMORY_TYPE_EPISODE, rank=1, score=0.5
+                )
+            ],
         ),
+    )
+    resync = pb.StreamContextResponse(
+        resume_token="t4",
+        resync=pb.ContextSnapshot(results=[pb.RecallResult(memory=_memory("ep_2"), score=1.0)]),
     )
     heartbeat = pb.StreamContextResponse(
         resume_token="t3", heartbeat=pb.Heartbeat(server_time=Timestamp(seconds=1))
@@ -140,10 +150,11 @@ def test_stream_json_per_kind() -> None:
     }
     upd = output.stream_event_json(update)
     assert upd["kind"] == "update" and upd["resume_token"] == "t2"
-    assert [(m["id"], m["change"]) for m in upd["memories"]] == [
-        ("ep_2", "added"),
-        ("ep_1", "deleted"),
+    assert [(m["id"], m["change"], m["rank"]) for m in upd["memories"]] == [
+        ("ep_2", "added", 1),
+        ("ep_1", "deleted", 0),
     ]
+    assert upd["members"] == [{"id": "ep_2", "type": "episode", "rank": 1, "score": 0.5}]
     assert set(upd["memories"][1]) == {
         "id",
         "type",
@@ -152,12 +163,17 @@ def test_stream_json_per_kind() -> None:
         "source_ids",
         "occurred_at",
         "change",
+        "rank",
     }
     assert output.stream_event_json(heartbeat) == {
         "kind": "heartbeat",
         "resume_token": "t3",
+        "server_time": "1970-01-01T00:00:01Z",
         "memories": [],
     }
+    again = output.stream_event_json(resync)
+    assert again["kind"] == "resync" and [m["id"] for m in again["memories"]] == ["ep_2"]
+    assert "#1" in output.stream_event_text(update)
 
 
 def test_ingest_json_lists_episode_ids_across_batches() -> None:

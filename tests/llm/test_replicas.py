@@ -20,7 +20,7 @@ from persona_server.domain.models import UserRef
 from tests.llm.conftest import StartApp
 from tests.llm.helpers import is_done, wait_episode
 from tests.llm.scripted_llm import Recorded, Reply, ScriptedLLM, entity, extraction
-from tests.neo4j_plugin import Neo4jTarget
+from tests.neo4j_plugin import Neo4jTarget, server_settings
 from tests.transport.transport_settings import KEY_A
 
 ITEMS = 6
@@ -30,14 +30,7 @@ def _store_settings(backend: str, request: pytest.FixtureRequest) -> dict[str, A
     if backend == "sqlite":
         return {}  # both servers open the same data directory
     target: Neo4jTarget = request.getfixturevalue("neo4j_clean_db")
-    user, password = target.auth or ("neo4j", "")
-    return {
-        "store": "neo4j",
-        "neo4j_uri": target.uri,
-        "neo4j_user": user,
-        "neo4j_password": password,
-        "neo4j_database": target.database,
-    }
+    return server_settings(target)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("neo4j", marks=pytest.mark.neo4j)])

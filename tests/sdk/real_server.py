@@ -46,7 +46,7 @@ class RealServer:
         """Context streams currently waiting for changes inside the server."""
 
         async def count() -> int:
-            return self.app.services.feed._notifier.subscriber_count()
+            return self.app.services.feed.hub.subscriber_count()
 
         return self.run(count())
 

@@ -22,7 +22,7 @@ from persona_server.adapters.stores.neo4j import Neo4jGraphStore
 from persona_server.adapters.stores.sqlite import SqliteGraphStore
 from persona_server.domain.models import UserRef
 from persona_server.ports.graph_store import GraphStore
-from tests.neo4j_plugin import Neo4jTarget, wipe_database
+from tests.neo4j_plugin import Neo4jTarget, stored_embedding, wipe_database
 
 from .helpers import DIM, MODEL, new_user
 
@@ -61,17 +61,7 @@ def neo4j_store_target(neo4j_uri: str, neo4j_auth: tuple[str, str] | None) -> Ne
 
 
 def _built_for_other_embedder(target: Neo4jTarget) -> bool:
-    from neo4j import GraphDatabase
-
-    with (
-        GraphDatabase.driver(target.uri, auth=target.auth) as driver,
-        driver.session(database=target.database) as session,
-    ):
-        record = session.run(
-            "OPTIONAL MATCH (meta:PersonaMeta {key: 'store'}) "
-            "RETURN meta.embedding_model AS model, meta.embedding_dimension AS dimension"
-        ).single(strict=True)
-    return record["model"] is not None and (record["model"], record["dimension"]) != (MODEL, DIM)
+    return stored_embedding(target) not in (None, (MODEL, DIM))
 
 
 @pytest.fixture

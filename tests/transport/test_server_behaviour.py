@@ -85,19 +85,29 @@ async def test_deadline_exceeded_and_nothing_written(
         await slow.stop(grace_s=0)
 
 
-async def test_cancelled_stream_leaves_nothing_behind(app: App, client: AsyncPersonaClient) -> None:
-    notifier = app.services.feed._notifier
+async def test_cancelled_streams_leave_nothing_behind(app: App, client: AsyncPersonaClient) -> None:
+    hub = app.services.feed.hub
+    await client.ingest("u1", [Item("something to show", source_id="s1")])
     tasks_before = len(asyncio.all_tasks())
-    for _ in range(3):
-        stream = client.stream_context("u1", heartbeat_seconds=1)
-        async for _event in stream:
-            break
+    streams = [
+        client.stream_context("u1", query="something" if i % 2 else "", heartbeat_seconds=1)
+        for i in range(100)
+    ]
+    for stream in streams:
+        assert (await anext(stream)).WhichOneof("event") == "snapshot"
+    assert hub.subscriber_count() == 100
+    assert hub.feed_count() == 1  # one change-log reader for the user, whatever the streams
+    assert len(hub.tasks()) == 1
+    for stream in streams:
         await stream.aclose()
-    for _ in range(50):
-        if notifier.subscriber_count() == 0 and len(asyncio.all_tasks()) <= tasks_before:
+    for _ in range(100):
+        if hub.subscriber_count() == 0 and len(asyncio.all_tasks()) <= tasks_before:
             break
-        await asyncio.sleep(0.1)
-    assert notifier.subscriber_count() == 0
+        await asyncio.sleep(0.05)
+    assert hub.subscriber_count() == 0
+    assert hub.feed_count() == 0
+    assert hub.tasks() == []
+    assert hub.notifier.listener_count() == 0
     assert len(asyncio.all_tasks()) <= tasks_before
 
 

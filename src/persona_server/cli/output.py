@@ -18,7 +18,14 @@ from persona.v1 import memory_service_pb2 as pb
 
 Json = dict[str, Any]
 
-_CHANGE_SYMBOL = {"added": "+", "updated": "~", "invalidated": "!", "deleted": "-"}
+_CHANGE_SYMBOL = {
+    "added": "+",
+    "updated": "~",
+    "invalidated": "!",
+    "deleted": "-",
+    "entered": ">",
+    "left": "<",
+}
 
 
 def dumps(obj: Any) -> str:
@@ -86,16 +93,29 @@ def ask_json(response: pb.AskStructuredResponse) -> Json:
 
 
 def stream_event_json(event: pb.StreamContextResponse) -> Json:
+    """One event as one JSON object: `kind` (snapshot, update, heartbeat or resync), the
+    `resume_token`, and the memories it carries (for an update, each with its `change` and
+    `rank`, plus the whole context by reference in `members`)."""
     kind = event.WhichOneof("event") or "unknown"
+    out: Json = {"kind": kind, "resume_token": event.resume_token}
     memories: list[Json] = []
-    if kind == "snapshot":
-        memories = [recall_result(r, explain=False) for r in event.snapshot.results]
+    if kind in ("snapshot", "resync"):
+        snapshot = event.snapshot if kind == "snapshot" else event.resync
+        memories = [recall_result(r, explain=False) for r in snapshot.results]
     elif kind == "update":
         for change in event.update.changes:
             entry = recall_result(change.result, explain=False)
             entry["change"] = enum_name(pb.ChangeKind, "CHANGE_KIND_", change.kind)
+            entry["rank"] = change.rank
             memories.append(entry)
-    return {"kind": kind, "resume_token": event.resume_token, "memories": memories}
+        out["members"] = [
+            {"id": m.memory_id, "type": memory_type(m.type), "rank": m.rank, "score": m.score}
+            for m in event.update.members
+        ]
+    elif kind == "heartbeat":
+        out["server_time"] = timestamp(event.heartbeat, "server_time")
+    out["memories"] = memories
+    return out
 
 
 def ingest_json(responses: list[pb.IngestResponse]) -> Json:
@@ -166,7 +186,8 @@ def stream_event_text(event: pb.StreamContextResponse) -> str:
     lines = [header]
     for m in data["memories"]:
         symbol = _CHANGE_SYMBOL.get(m.get("change", ""), " ")
-        lines.append(f"  {symbol} {m['id']}  {m['type']}  {_one_line(m['text'], 80)}")
+        rank = f"#{m['rank']}  " if m.get("rank") else ""
+        lines.append(f"  {symbol} {rank}{m['id']}  {m['type']}  {_one_line(m['text'], 80)}")
     return "\n".join(lines)
 
 

@@ -89,6 +89,16 @@ class ResourceExhaustedError(PersonaError):
         self.quota = list(quota)
 
 
+class OutOfRangeError(PersonaError):
+    """A position the server no longer (or not yet) has, such as a resume token older than the
+    change log keeps. `field` names the request field that carried it."""
+
+    reason = "OUT_OF_RANGE"
+
+    def __init__(self, message: str, *, field: str = "", reason: str | None = None) -> None:
+        super().__init__(message, reason=reason, metadata={"field": field} if field else None)
+
+
 class AbortedError(PersonaError):
     reason = "ABORTED"
 

@@ -157,6 +157,10 @@ class ChangeKind(StrEnum):
     UPDATED = "updated"
     INVALIDATED = "invalidated"
     DELETED = "deleted"
+    # Only in a stream's updates, never in the change log: an unchanged memory's place in the
+    # stream's context changed.
+    ENTERED = "entered"
+    LEFT = "left"
 
 
 class MemoryChange(BaseModel):

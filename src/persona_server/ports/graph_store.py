@@ -22,6 +22,7 @@ from persona_server.domain.models import (
     Entity,
     Episode,
     ExtractionStatus,
+    GoalStatus,
     Memory,
     MemoryChange,
     MemoryType,
@@ -77,6 +78,33 @@ class SearchHit:
 class Page:
     memories: list[Memory]
     next_cursor: str  # "" when there is no further page
+
+
+class MemoryOrder(StrEnum):
+    """Orders of `MemoryOps.ranked`, each best first (descending), ties to the larger id."""
+
+    # Event time (record time when unset), then ingest order: the episode chain read backwards.
+    LATEST_EVENT = "latest_event"
+    # Record time.
+    LATEST_RECORDED = "latest_recorded"
+    # Mention count (reinforcement), then record time.
+    MOST_MENTIONED = "most_mentioned"
+
+
+@dataclass(frozen=True)
+class RankedRead:
+    """One bounded read of `MemoryOps.ranked`: the first `limit` valid (not invalidated)
+    memories of `memory_type` in `order`, goals only with `goal_status` when it is set.
+
+    Both stores serve these from an index, reading about `limit` entries whatever the user's
+    size, for: episodes by LATEST_EVENT; any type by MOST_MENTIONED; any type by
+    LATEST_RECORDED, goals of one status included. Other combinations are correct but may
+    sort the user's memories of that type."""
+
+    memory_type: MemoryType
+    order: MemoryOrder
+    limit: int
+    goal_status: GoalStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +223,11 @@ class MemoryOps(Protocol):
         """Write every `DerivedWrite` in one transaction (a batch of episodes at once)."""
         ...
 
+    async def ranked(self, user: UserRef, reads: Sequence[RankedRead]) -> list[list[Memory]]:
+        """For each read, in the same order, its memories best first (see `RankedRead`), all
+        from one snapshot of the store."""
+        ...
+
     async def find_entities(self, user: UserRef, names: Sequence[str]) -> list[Entity]:
         """Entities whose normalised name or alias equals one of `names` (already normalised)."""
         ...
@@ -283,11 +316,27 @@ class UserOps(Protocol):
         ...
 
 
+# Each user's change log keeps at most this many entries by default (the newest); older ones are
+# pruned as new ones are written. Stores take their own limit (`change_log_max_entries`).
+CHANGE_LOG_MAX_ENTRIES = 10_000
+
+
 class ChangeOps(Protocol):
+    """The per-user change log: every write records which memories it added, updated,
+    invalidated or deleted, numbered 1, 2, 3... per user in commit order, in the same
+    transaction. A store keeps each user's newest `change_log_max_entries` entries (older ones
+    go as new ones are written) and `prune` removes entries by age, so a reader that finds the
+    entry after its position missing knows it was pruned."""
+
     async def latest_seq(self, user: UserRef) -> int: ...
 
     async def since(self, user: UserRef, seq: int, limit: int) -> list[MemoryChange]:
         """Changes with seq > `seq`, oldest first."""
+        ...
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` entries, of any user, written before `before` (oldest first);
+        returns how many went. Callers repeat while it returns `limit`."""
         ...
 
 

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from persona_server.domain.models import ChatRole, MemoryType, SourceType, UserRef
-from persona_server.ports.graph_store import MemoryFilter
+from persona_server.ports.graph_store import MemoryFilter, Vector
+from persona_server.services.resume_token import ResumePoint
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class RecallQuery:
     max_results: int
     filter: MemoryFilter = field(default_factory=MemoryFilter)
     explain: bool = False
+    # The query's embedding when the caller has it already (a context stream embeds its query
+    # once and recalls it again on every change).
+    query_vector: Vector | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class StreamQuery:
     query: str
     max_results: int = 10
     types: frozenset[MemoryType] = frozenset()
-    resume_after: int | None = None  # change-log seq from a resume token
+    resume_after: ResumePoint | None = None  # from a resume token
     heartbeat_s: float = 15.0
 
 

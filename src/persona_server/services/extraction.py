@@ -580,6 +580,8 @@ class InlineExtraction:
     never fails the Ingest (the episodes are already stored): it is recorded on each episode
     for the background worker to retry."""
 
+    inline = True
+
     def __init__(
         self, store: GraphStore, pipeline: ExtractionPipeline, retry: RetryPolicy | None = None
     ) -> None:

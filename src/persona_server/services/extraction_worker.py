@@ -368,6 +368,8 @@ class WorkerExtraction:
     """The `ExtractionScheduler` for costly extractors: Ingest returns once the episodes are
     stored (pending); the worker extracts them. With `wait`, Ingest waits for the attempt."""
 
+    inline = False
+
     def __init__(self, worker: ExtractionWorker) -> None:
         self._worker = worker
 

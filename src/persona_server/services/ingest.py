@@ -17,6 +17,10 @@ from persona_server.services.results import IngestItemResult
 
 
 class ExtractionScheduler(Protocol):
+    # True when `submit` has extracted by the time it returns (offline rules, in milliseconds):
+    # context streams are then told once, after extraction, instead of twice.
+    inline: bool
+
     async def submit(
         self, user: UserRef, episodes: Sequence[Episode], *, wait: bool
     ) -> dict[str, ExtractionStatus]:
@@ -91,7 +95,8 @@ class IngestService:
             self._quotas.added(cmd.user, len(created), _text_bytes(e for e in created if e))
         statuses: dict[str, ExtractionStatus] = {}
         if changed:
-            self._notifier.notify(cmd.user)
+            if self._extraction is None or not self._extraction.inline:
+                self._notifier.notify(cmd.user)
             if self._extraction is not None:
                 statuses = await self._extraction.submit(
                     cmd.user, changed, wait=cmd.wait_for_extraction

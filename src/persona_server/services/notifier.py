@@ -1,38 +1,33 @@
-"""In-process wake-ups for context streams. The change log in the store stays the source of
-truth (streams also poll it), so several server replicas still see each other's changes."""
+"""Process-wide wake-ups for the context feed.
+
+A write announces its user here and that user's feed reader (one per user and process,
+feed_hub.UserFeed) reads the change log at once, instead of at its next poll. The change log in
+the store stays the source of truth: readers also poll it, so several server replicas still see
+each other's changes.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
+from collections.abc import Callable
 
 from persona_server.domain.models import UserRef
 
 
 class ChangeNotifier:
     def __init__(self) -> None:
-        self._waiters: defaultdict[UserRef, set[asyncio.Event]] = defaultdict(set)
+        self._listeners: dict[UserRef, Callable[[], None]] = {}
 
     def notify(self, user: UserRef) -> None:
-        for event in self._waiters.get(user, ()):
-            event.set()
+        listener = self._listeners.get(user)
+        if listener is not None:
+            listener()
 
-    async def wait(self, user: UserRef, seconds: float) -> bool:
-        """True if a change for `user` was announced within `seconds`."""
-        event = asyncio.Event()
-        self._waiters[user].add(event)
-        try:
-            async with asyncio.timeout(seconds):
-                await event.wait()
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            waiters = self._waiters.get(user)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._waiters[user]
+    def listen(self, user: UserRef, listener: Callable[[], None]) -> None:
+        """`listener` is called (on the event loop) after each local write of `user`."""
+        self._listeners[user] = listener
 
-    def subscriber_count(self) -> int:
-        return sum(len(w) for w in self._waiters.values())
+    def unlisten(self, user: UserRef) -> None:
+        self._listeners.pop(user, None)
+
+    def listener_count(self) -> int:
+        return len(self._listeners)

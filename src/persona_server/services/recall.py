@@ -150,7 +150,10 @@ class RecallService:
         self, q: RecallQuery, depth: int
     ) -> tuple[list[SearchHit], list[SearchHit]]:
         """The vector channel, and the one restricted to the time the query names (if any)."""
-        query_vec = await self._embedder.embed([q.query])
+        if q.query_vector is not None:
+            query_vec = q.query_vector.reshape(1, -1)
+        else:
+            query_vec = await self._embedder.embed([q.query])
         time_filter = self._time_filter(q)
         vector_hits, time_hits = await asyncio.gather(
             self._store.search.vector(q.user, query_vec, depth, q.filter),

@@ -12,11 +12,13 @@ from persona_server.domain import models as m
 from persona_server.ports.graph_store import WriteOutcome
 from persona_server.services import resume_token
 from persona_server.services.results import (
+    Change,
     ChannelHit,
     DeletedRef,
     HeartbeatEvent,
     IngestItemResult,
     RecallOutcome,
+    ResyncEvent,
     ScoredMemory,
     SnapshotEvent,
     StreamEvent,
@@ -60,6 +62,8 @@ _CHANGE_PB = {
     m.ChangeKind.UPDATED: svc.CHANGE_KIND_UPDATED,
     m.ChangeKind.INVALIDATED: svc.CHANGE_KIND_INVALIDATED,
     m.ChangeKind.DELETED: svc.CHANGE_KIND_DELETED,
+    m.ChangeKind.ENTERED: svc.CHANGE_KIND_ENTERED,
+    m.ChangeKind.LEFT: svc.CHANGE_KIND_LEFT,
 }
 
 
@@ -171,33 +175,51 @@ def ingest_response(results: list[IngestItemResult]) -> svc.IngestResponse:
     )
 
 
+def _snapshot(outcome: RecallOutcome, user_id: str) -> svc.ContextSnapshot:
+    return svc.ContextSnapshot(
+        results=[scored(r, user_id) for r in outcome.results],
+        context_block=outcome.context_block,
+    )
+
+
+def _change(change: Change, user_id: str) -> svc.ContextChange:
+    if isinstance(change.item, DeletedRef):
+        result = svc.RecallResult(
+            memory=pb.Memory(
+                id=change.item.memory_id,
+                type=_MEMORY_TYPE_PB[change.item.memory_type],
+                user_id=user_id,
+            )
+        )
+    else:
+        result = scored(change.item, user_id)
+    return svc.ContextChange(kind=_CHANGE_PB[change.kind], result=result, rank=change.rank)
+
+
 def stream_event(event: StreamEvent, user: m.UserRef) -> svc.StreamContextResponse:
-    token = resume_token.encode(user, event.seq)
+    token = resume_token.encode(user, event.seq, event.context)
     if isinstance(event, SnapshotEvent):
         return svc.StreamContextResponse(
-            resume_token=token,
-            snapshot=svc.ContextSnapshot(
-                results=[scored(r, user.user_id) for r in event.outcome.results],
-                context_block=event.outcome.context_block,
-            ),
+            resume_token=token, snapshot=_snapshot(event.outcome, user.user_id)
+        )
+    if isinstance(event, ResyncEvent):
+        return svc.StreamContextResponse(
+            resume_token=token, resync=_snapshot(event.outcome, user.user_id)
         )
     if isinstance(event, UpdateEvent):
-        changes = []
-        for change in event.changes:
-            if isinstance(change.item, DeletedRef):
-                result = svc.RecallResult(
-                    memory=pb.Memory(
-                        id=change.item.memory_id,
-                        type=_MEMORY_TYPE_PB[change.item.memory_type],
-                        user_id=user.user_id,
-                    )
+        update = svc.ContextUpdate(
+            changes=[_change(c, user.user_id) for c in event.changes],
+            members=[
+                svc.ContextMember(
+                    memory_id=member.memory_id,
+                    type=_MEMORY_TYPE_PB[member.memory_type],
+                    rank=member.rank,
+                    score=member.score,
                 )
-            else:
-                result = scored(change.item, user.user_id)
-            changes.append(svc.ContextChange(kind=_CHANGE_PB[change.kind], result=result))
-        return svc.StreamContextResponse(
-            resume_token=token, update=svc.ContextUpdate(changes=changes)
+                for member in event.members
+            ],
         )
+        return svc.StreamContextResponse(resume_token=token, update=update)
     assert isinstance(event, HeartbeatEvent)
     return svc.StreamContextResponse(
         resume_token=token, heartbeat=svc.Heartbeat(server_time=timestamp(event.at))

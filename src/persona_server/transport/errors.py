@@ -41,6 +41,7 @@ _CODES: list[tuple[type[e.PersonaError], grpc.StatusCode]] = [
     (e.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (e.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.AbortedError, grpc.StatusCode.ABORTED),
+    (e.OutOfRangeError, grpc.StatusCode.OUT_OF_RANGE),
     (e.UnavailableError, grpc.StatusCode.UNAVAILABLE),
 ]
 

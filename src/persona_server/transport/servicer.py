@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,11 +18,13 @@ import grpc
 
 from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
+from persona_server.domain.models import UserRef
 from persona_server.services.ask import AskService
 from persona_server.services.context_feed import ContextFeed
 from persona_server.services.ingest import IngestService, utcnow
 from persona_server.services.memories import MemoryService
 from persona_server.services.recall import RecallService
+from persona_server.services.results import StreamEvent
 from persona_server.transport import convert, validation
 from persona_server.transport.auth import current_tenant
 from persona_server.transport.errors import abort
@@ -54,6 +57,10 @@ async def _unary(context: Context, call: Callable[[], Awaitable[Resp]]) -> Resp:
 class MemoryServicer(svc_grpc.MemoryServiceServicer):
     def __init__(self, services: Services) -> None:
         self._s = services
+        # Keyed by identity (stream events compare by identity) and gone with the event.
+        self._converted: weakref.WeakKeyDictionary[StreamEvent, svc.StreamContextResponse] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def Ingest(self, request: svc.IngestRequest, context: Context) -> svc.IngestResponse:
         async def call() -> svc.IngestResponse:
@@ -99,7 +106,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
             events = self._s.feed.stream(query)
             try:
                 async for event in events:
-                    yield convert.stream_event(event, query.user)
+                    yield self._wire(event, query.user)
             finally:
                 # Runs on client cancellation too (the handler task is cancelled): no task or
                 # wake-up registration outlives the call.
@@ -108,6 +115,13 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
             raise
         except Exception as exc:
             await abort(context, exc)
+
+    def _wire(self, event: StreamEvent, user: UserRef) -> svc.StreamContextResponse:
+        # The feed offers one update object to every stream of a context: converted once.
+        message = self._converted.get(event)
+        if message is None:
+            message = self._converted[event] = convert.stream_event(event, user)
+        return message
 
     async def GetMemory(
         self, request: svc.GetMemoryRequest, context: Context

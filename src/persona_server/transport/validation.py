@@ -24,6 +24,7 @@ from persona_server.services.commands import (
     RecallQuery,
     StreamQuery,
 )
+from persona_server.services.profile import PROFILE_TYPES
 
 MAX_ID_CHARS = 128
 MAX_SOURCE_ID_CHARS = 256
@@ -263,6 +264,12 @@ def stream(tenant: str, req: svc.StreamContextRequest) -> StreamQuery:
     check_range(v, "max_results", req.max_results, 0, MAX_RESULTS)
     check_range(v, "heartbeat_seconds", req.heartbeat_seconds, 0, 300)
     types = memory_types(v, "types", req.types)
+    if not req.query and types and not types & PROFILE_TYPES:
+        v.add(
+            "types",
+            "without a query the context is the profile (goal, psyche, entity and episode "
+            "groups); facts belong to no group: set a query to follow them",
+        )
     resume_after = None
     if req.resume_token:
         try:

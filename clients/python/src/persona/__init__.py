@@ -21,6 +21,7 @@ from persona._errors import (
     InternalError,
     InvalidArgumentError,
     NotFoundError,
+    OutOfRangeError,
     PermissionDeniedError,
     PersonaError,
     ResourceExhaustedError,
@@ -28,7 +29,7 @@ from persona._errors import (
     UnavailableError,
     from_rpc_error,
 )
-from persona._retry import NO_RETRY, RetryPolicy
+from persona._retry import NO_RETRY, STREAM_RETRY, RetryPolicy
 from persona._sync_client import ContextStream, PersonaClient
 from persona._types import (
     ChatRoleLike,
@@ -43,6 +44,7 @@ from persona._version import __version__
 
 __all__ = [
     "NO_RETRY",
+    "STREAM_RETRY",
     "AbortedError",
     "AlreadyExistsError",
     "AsyncContextStream",
@@ -59,6 +61,7 @@ __all__ = [
     "Item",
     "MemoryTypeLike",
     "NotFoundError",
+    "OutOfRangeError",
     "PermissionDeniedError",
     "PersonaClient",
     "PersonaError",

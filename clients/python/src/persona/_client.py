@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from persona import _channel, _requests
 from persona._channel import ChannelOptions, TlsConfig
-from persona._retry import Attempts, Deadline, RetryPolicy
+from persona._retry import STREAM_RETRY, Attempts, Deadline, RetryPolicy
 from persona._stream import StreamState
 from persona._types import IngestItemLike, MemoryTypeLike, TimeRangeLike, TimestampLike
 from persona.v1 import memory_pb2, memory_service_pb2_grpc
@@ -35,7 +35,8 @@ class AsyncPersonaClient:
     Every unary call gets a deadline (`default_timeout_s`, or the call's `timeout`) that also
     bounds its retries. UNAVAILABLE is retried with backoff for calls that are safe to repeat:
     reads, deletes, and Ingest when every item has a source id. Failures raise a subclass of
-    `persona.PersonaError`. Methods return the `persona.v1` response messages.
+    `persona.PersonaError`. Methods return the `persona.v1` response messages. Context streams
+    reconnect by themselves with `stream_retry` (`persona.STREAM_RETRY` by default).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class AsyncPersonaClient:
         retry: RetryPolicy | None = None,
         channel_options: ChannelOptions = (),
         channel: grpc.aio.Channel | None = None,
+        stream_retry: RetryPolicy | None = None,
     ) -> None:
         if (target is None) == (channel is None):
             raise TypeError("give either a target ('host:port') or a channel")
@@ -57,6 +59,7 @@ class AsyncPersonaClient:
         self._metadata = _channel.call_metadata(api_key)
         self._default_timeout_s = _channel.check_timeout("default_timeout_s", default_timeout_s)
         self._retry = retry or RetryPolicy()
+        self._stream_retry = stream_retry or STREAM_RETRY
         self._owns_channel = channel is None
         self._closed = False
         self._channel: grpc.aio.Channel | None = channel
@@ -217,7 +220,8 @@ class AsyncPersonaClient:
             heartbeat_seconds=heartbeat_seconds,
         )
         return AsyncContextStream(
-            self, StreamState(request, self._retry, _channel.check_timeout("timeout", timeout))
+            self,
+            StreamState(request, self._stream_retry, _channel.check_timeout("timeout", timeout)),
         )
 
     async def get_memory(
@@ -299,8 +303,11 @@ class AsyncPersonaClient:
 class AsyncContextStream:
     """The events of one StreamContext subscription (`persona.v1.StreamContextResponse`).
 
-    Reconnects on UNAVAILABLE with the last resume token (see `resume_token`); cancels the
-    call as soon as the consumer stops.
+    Reconnects by itself after UNAVAILABLE or a dropped connection, with backoff and the last
+    resume token (see `resume_token`), so no event is lost or repeated. Events are passed on as
+    they come, `resync` included: on a `resync` (or a `snapshot` after the first event, when
+    the stream was away longer than the server keeps changes) replace what you hold. Cancels
+    the call as soon as the consumer stops.
     """
 
     def __init__(self, client: AsyncPersonaClient, state: StreamState) -> None:
@@ -343,9 +350,11 @@ class AsyncContextStream:
                 await asyncio.sleep(self._state.failed(exc))
                 continue
             if event is grpc.aio.EOF:
-                self._state.closed = True
                 self._call = None
-                raise StopAsyncIteration
+                if self._state.closed:
+                    raise StopAsyncIteration
+                await asyncio.sleep(self._state.ended())
+                continue
             self._state.received(event)
             return cast(pb.StreamContextResponse, event)
 

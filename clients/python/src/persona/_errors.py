@@ -132,6 +132,14 @@ class AbortedError(PersonaError):
     default_code = grpc.StatusCode.ABORTED
 
 
+class OutOfRangeError(PersonaError):
+    """For example a StreamContext resume token older than the server keeps changes (reason
+    `RESUME_TOKEN_OUT_OF_RANGE`): subscribe again without a token. `metadata["field"]` names the
+    request field."""
+
+    default_code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class InternalError(PersonaError):
     default_code = grpc.StatusCode.INTERNAL
 
@@ -158,6 +166,7 @@ _BY_CODE: dict[grpc.StatusCode, type[PersonaError]] = {
         ResourceExhaustedError,
         FailedPreconditionError,
         AbortedError,
+        OutOfRangeError,
         InternalError,
         UnavailableError,
         UnauthenticatedError,

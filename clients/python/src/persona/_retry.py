@@ -17,7 +17,7 @@ import grpc
 
 from persona._errors import PersonaError, from_rpc_error
 
-__all__ = ["NO_RETRY", "Attempts", "Deadline", "RetryPolicy"]
+__all__ = ["NO_RETRY", "STREAM_RETRY", "Attempts", "Deadline", "RetryPolicy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,10 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+# Reconnecting a context stream: a subscription should outlive a server restart or a rolling
+# deploy (about a minute of consecutive failures with these numbers). Every event received
+# resets the count.
+STREAM_RETRY = RetryPolicy(max_attempts=30, initial_backoff_s=0.1, max_backoff_s=5.0)
 
 
 class Deadline:
@@ -99,10 +103,13 @@ class Attempts:
         self._failures = 0
 
     def failed(self, rpc_error: grpc.RpcError) -> float:
-        error = from_rpc_error(rpc_error)
+        return self.failed_with(from_rpc_error(rpc_error), rpc_error)
+
+    def failed_with(self, error: PersonaError, cause: BaseException | None = None) -> float:
+        """As `failed`, for an error already parsed (or one the SDK made up)."""
         delay = self._next_delay(error)
         if delay is None:
-            raise error from rpc_error
+            raise error from cause
         return delay
 
     def _next_delay(self, error: PersonaError) -> float | None:

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from persona import _channel, _requests
 from persona._channel import ChannelOptions, TlsConfig
-from persona._retry import Attempts, Deadline, RetryPolicy
+from persona._retry import STREAM_RETRY, Attempts, Deadline, RetryPolicy
 from persona._stream import StreamState
 from persona._types import IngestItemLike, MemoryTypeLike, TimeRangeLike, TimestampLike
 from persona.v1 import memory_pb2, memory_service_pb2_grpc
@@ -45,12 +45,14 @@ class PersonaClient:
         retry: RetryPolicy | None = None,
         channel_options: ChannelOptions = (),
         channel: grpc.Channel | None = None,
+        stream_retry: RetryPolicy | None = None,
     ) -> None:
         if (target is None) == (channel is None):
             raise TypeError("give either a target ('host:port') or a channel")
         self._metadata = _channel.call_metadata(api_key)
         self._default_timeout_s = _channel.check_timeout("default_timeout_s", default_timeout_s)
         self._retry = retry or RetryPolicy()
+        self._stream_retry = stream_retry or STREAM_RETRY
         self._owns_channel = channel is None
         if channel is None:
             assert target is not None
@@ -191,7 +193,8 @@ class PersonaClient:
             heartbeat_seconds=heartbeat_seconds,
         )
         return ContextStream(
-            self, StreamState(request, self._retry, _channel.check_timeout("timeout", timeout))
+            self,
+            StreamState(request, self._stream_retry, _channel.check_timeout("timeout", timeout)),
         )
 
     def get_memory(
@@ -267,7 +270,9 @@ class PersonaClient:
 class ContextStream:
     """The events of one StreamContext subscription (`persona.v1.StreamContextResponse`).
 
-    Reconnects on UNAVAILABLE with the last resume token; cancels the call when closed.
+    Reconnects by itself after UNAVAILABLE or a dropped connection, with backoff and the last
+    resume token, and passes `resync` events on (see `AsyncContextStream`); cancels the call
+    when closed.
     """
 
     def __init__(self, client: PersonaClient, state: StreamState) -> None:
@@ -296,9 +301,11 @@ class ContextStream:
             try:
                 event = next(self._call)
             except StopIteration:
-                self._state.closed = True
                 self._call = None
-                raise
+                if self._state.closed:
+                    raise
+                time.sleep(self._state.ended())
+                continue
             except grpc.RpcError as exc:
                 self._call = None
                 if self._state.closed:  # close() from another thread cancelled the call

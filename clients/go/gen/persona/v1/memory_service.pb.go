@@ -79,7 +79,7 @@ func (IngestOutcome) EnumDescriptor() ([]byte, []int) {
 	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{0}
 }
 
-// ChangeKind says how a memory changed.
+// ChangeKind says how a memory changed, or how its place in a subscription's context did.
 type ChangeKind int32
 
 const (
@@ -87,12 +87,18 @@ const (
 	ChangeKind_CHANGE_KIND_UNSPECIFIED ChangeKind = 0
 	// A new memory.
 	ChangeKind_CHANGE_KIND_ADDED ChangeKind = 1
-	// An existing memory changed (text, reinforcement, status).
+	// An existing memory changed (text, reinforcement, status, extraction state).
 	ChangeKind_CHANGE_KIND_UPDATED ChangeKind = 2
-	// A fact stopped being valid (it is kept, with `invalid_at` set).
+	// A fact stopped being valid (it is kept, with `invalid_at` set); it left the context.
 	ChangeKind_CHANGE_KIND_INVALIDATED ChangeKind = 3
 	// The memory was deleted; only its id and type are sent.
 	ChangeKind_CHANGE_KIND_DELETED ChangeKind = 4
+	// A memory that did not change entered the context: others left it or now rank below it.
+	ChangeKind_CHANGE_KIND_ENTERED ChangeKind = 5
+	// A memory left the context without being deleted or invalidated: pushed out by memories
+	// that now rank higher, or changed so that it no longer ranks (a goal achieved). Only its id
+	// and type are sent.
+	ChangeKind_CHANGE_KIND_LEFT ChangeKind = 6
 )
 
 // Enum value maps for ChangeKind.
@@ -103,6 +109,8 @@ var (
 		2: "CHANGE_KIND_UPDATED",
 		3: "CHANGE_KIND_INVALIDATED",
 		4: "CHANGE_KIND_DELETED",
+		5: "CHANGE_KIND_ENTERED",
+		6: "CHANGE_KIND_LEFT",
 	}
 	ChangeKind_value = map[string]int32{
 		"CHANGE_KIND_UNSPECIFIED": 0,
@@ -110,6 +118,8 @@ var (
 		"CHANGE_KIND_UPDATED":     2,
 		"CHANGE_KIND_INVALIDATED": 3,
 		"CHANGE_KIND_DELETED":     4,
+		"CHANGE_KIND_ENTERED":     5,
+		"CHANGE_KIND_LEFT":        6,
 	}
 )
 
@@ -1040,19 +1050,43 @@ func (x *AskStructuredResponse) GetAnswered() bool {
 }
 
 // StreamContextRequest subscribes to a user's context.
+//
+// The context is a ranked set of memories, and every event is defined against it:
+//   - With a `query`, the context is what Recall returns for that query, `max_results` and
+//     `types` (no time range, no history: invalidated facts never belong to it). Rank r is the
+//     r-th Recall result and `score` its fused Recall score, evaluated on the store as of the
+//     event. The snapshot is that ranking when the subscription starts; each update is the
+//     difference between the ranking as of the previous event and as of this one. The query is
+//     embedded once per subscription; stored memories are never embedded again. Every distinct
+//     (query, max_results, types) of a user costs one Recall per batch of that user's changes,
+//     shared by all streams that ask the same.
+//   - Without a query, the context is the user's profile: four groups, each of at most
+//     `max_results` memories, each in its own order: active goals (most recently recorded
+//     first), the strongest psyche items (most mentioned first, then most recently recorded),
+//     key entities (same order; the user's own entity aside) and the most recent episodes
+//     (latest event time first).
+//     Ties go to the larger memory id. Invalidated memories are left out. Rank is the place
+//     within the memory's group (its type), and `score` is 1/rank.
 type StreamContextRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The user to follow (1 to 128 characters).
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	// Optional query or topic: the snapshot is Recall for it, and updates are the changed memories
-	// that matter to it. Empty: the most recent memories.
+	// Optional query or topic: the context is Recall for it. Empty: the user's profile.
 	Query string `protobuf:"bytes,2,opt,name=query,proto3" json:"query,omitempty"`
-	// Size of the snapshot, 1 to 100; 0 means 10.
+	// With a query, the size of the context; without one, the size of each profile group.
+	// 1 to 100; 0 means 10.
 	MaxResults int32 `protobuf:"varint,3,opt,name=max_results,json=maxResults,proto3" json:"max_results,omitempty"`
-	// Only these memory types; empty means every type.
+	// Only these memory types; empty means every type. Without a query these select the profile
+	// groups (goal, psyche, entity, episode); facts belong to no group, so they need a query.
 	Types []MemoryType `protobuf:"varint,4,rep,packed,name=types,proto3,enum=persona.v1.MemoryType" json:"types,omitempty"`
-	// A resume token from an earlier event of the same user: the server sends the changes made
-	// since then instead of a new snapshot. Empty: start with a snapshot.
+	// A resume token from an earlier event of the same user: the server sends what changed in
+	// the context since that event instead of a new snapshot, nothing missed and nothing twice.
+	// A token names a change-log position and the memories the context held there. The change
+	// log keeps each user's most recent changes (`PERSONA_CHANGE_LOG_MAX_ENTRIES`, default
+	// 10000) for a limited time (`PERSONA_CHANGE_LOG_MAX_AGE_S`, default 7 days): an older token
+	// fails with OUT_OF_RANGE, and the client should subscribe again without a token. A token
+	// this server did not issue for this user fails with INVALID_ARGUMENT on `resume_token`.
+	// Empty: start with a snapshot.
 	ResumeToken string `protobuf:"bytes,5,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
 	// Seconds between heartbeats, 1 to 300; 0 means 15.
 	HeartbeatSeconds int32 `protobuf:"varint,6,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
@@ -1132,10 +1166,11 @@ func (x *StreamContextRequest) GetHeartbeatSeconds() int32 {
 	return 0
 }
 
-// ContextSnapshot is the context at the start of a subscription.
+// ContextSnapshot is the whole context: at the start of a subscription, or on a resync.
 type ContextSnapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The memories, best first.
+	// The memories in rank order; without a query, group by group (goals, psyche, entities,
+	// episodes), each group in rank order.
 	Results []*RecallResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
 	// The results rendered as a context block.
 	ContextBlock  string `protobuf:"bytes,2,opt,name=context_block,json=contextBlock,proto3" json:"context_block,omitempty"`
@@ -1187,13 +1222,17 @@ func (x *ContextSnapshot) GetContextBlock() string {
 	return ""
 }
 
-// ContextChange is one changed memory.
+// ContextChange is one memory that entered, changed in or left the context.
 type ContextChange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How it changed.
 	Kind ChangeKind `protobuf:"varint,1,opt,name=kind,proto3,enum=persona.v1.ChangeKind" json:"kind,omitempty"`
-	// The memory as it is now (for deletions only id and type are set), with its relevance score.
-	Result        *RecallResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// The memory as it is now (for deletions and `LEFT` only id and type are set), with its
+	// score in the context's ranking as of this event (0 when it is not in the context).
+	Result *RecallResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// The memory's 1-based rank in the context as of this event (see StreamContextRequest), or
+	// 0 when it is not, or no longer, in the context.
+	Rank          int32 `protobuf:"varint,3,opt,name=rank,proto3" json:"rank,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1242,18 +1281,104 @@ func (x *ContextChange) GetResult() *RecallResult {
 	return nil
 }
 
-// ContextUpdate carries changes since the previous event.
+func (x *ContextChange) GetRank() int32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+// ContextMember is one memory of the context, by reference.
+type ContextMember struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The memory's id.
+	MemoryId string `protobuf:"bytes,1,opt,name=memory_id,json=memoryId,proto3" json:"memory_id,omitempty"`
+	// The memory's type (without a query, its profile group).
+	Type MemoryType `protobuf:"varint,2,opt,name=type,proto3,enum=persona.v1.MemoryType" json:"type,omitempty"`
+	// Its 1-based rank (within its group without a query).
+	Rank int32 `protobuf:"varint,3,opt,name=rank,proto3" json:"rank,omitempty"`
+	// Its score in the ranking as of this event.
+	Score         float64 `protobuf:"fixed64,4,opt,name=score,proto3" json:"score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContextMember) Reset() {
+	*x = ContextMember{}
+	mi := &file_persona_v1_memory_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContextMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContextMember) ProtoMessage() {}
+
+func (x *ContextMember) ProtoReflect() protoreflect.Message {
+	mi := &file_persona_v1_memory_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContextMember.ProtoReflect.Descriptor instead.
+func (*ContextMember) Descriptor() ([]byte, []int) {
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ContextMember) GetMemoryId() string {
+	if x != nil {
+		return x.MemoryId
+	}
+	return ""
+}
+
+func (x *ContextMember) GetType() MemoryType {
+	if x != nil {
+		return x.Type
+	}
+	return MemoryType_MEMORY_TYPE_UNSPECIFIED
+}
+
+func (x *ContextMember) GetRank() int32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+func (x *ContextMember) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+// ContextUpdate carries what changed in the context since the previous event.
 type ContextUpdate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The changes, oldest first.
-	Changes       []*ContextChange `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	// The memories that entered, changed in or left the context; each at most once per update,
+	// with its rank and score as of this event. Memories that did not change are not listed
+	// although their ranks and scores move when others enter or leave: `members` has them all.
+	Changes []*ContextChange `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	// The whole context after this update, in rank order (without a query, group by group), by
+	// reference. A client that applied every earlier event holds each of these memories already
+	// or finds it in `changes`; anything it holds that is not listed has left the context.
+	Members       []*ContextMember `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContextUpdate) Reset() {
 	*x = ContextUpdate{}
-	mi := &file_persona_v1_memory_service_proto_msgTypes[16]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1390,7 @@ func (x *ContextUpdate) String() string {
 func (*ContextUpdate) ProtoMessage() {}
 
 func (x *ContextUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_persona_v1_memory_service_proto_msgTypes[16]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,12 +1403,19 @@ func (x *ContextUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextUpdate.ProtoReflect.Descriptor instead.
 func (*ContextUpdate) Descriptor() ([]byte, []int) {
-	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{16}
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ContextUpdate) GetChanges() []*ContextChange {
 	if x != nil {
 		return x.Changes
+	}
+	return nil
+}
+
+func (x *ContextUpdate) GetMembers() []*ContextMember {
+	if x != nil {
+		return x.Members
 	}
 	return nil
 }
@@ -1299,7 +1431,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_persona_v1_memory_service_proto_msgTypes[17]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1443,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_persona_v1_memory_service_proto_msgTypes[17]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1456,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{17}
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Heartbeat) GetServerTime() *timestamppb.Timestamp {
@@ -1335,6 +1467,12 @@ func (x *Heartbeat) GetServerTime() *timestamppb.Timestamp {
 }
 
 // StreamContextResponse is one event of the context stream.
+//
+// Backpressure: each stream holds a bounded buffer of changes not yet sent, coalesced per
+// memory (a memory's latest state replaces an earlier pending one, so a consumer that reads
+// slower than the context changes gets fewer, larger updates). When more than
+// `PERSONA_STREAM_BUFFER` memories (default 256) are pending, they are dropped and the next
+// event is a `resync`. Heartbeats are sent only when nothing is pending.
 type StreamContextResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Pass this token back in `StreamContextRequest.resume_token` to resume after this event.
@@ -1346,6 +1484,7 @@ type StreamContextResponse struct {
 	//	*StreamContextResponse_Snapshot
 	//	*StreamContextResponse_Update
 	//	*StreamContextResponse_Heartbeat
+	//	*StreamContextResponse_Resync
 	Event         isStreamContextResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1353,7 +1492,7 @@ type StreamContextResponse struct {
 
 func (x *StreamContextResponse) Reset() {
 	*x = StreamContextResponse{}
-	mi := &file_persona_v1_memory_service_proto_msgTypes[18]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1504,7 @@ func (x *StreamContextResponse) String() string {
 func (*StreamContextResponse) ProtoMessage() {}
 
 func (x *StreamContextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_persona_v1_memory_service_proto_msgTypes[18]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1517,7 @@ func (x *StreamContextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamContextResponse.ProtoReflect.Descriptor instead.
 func (*StreamContextResponse) Descriptor() ([]byte, []int) {
-	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{18}
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StreamContextResponse) GetResumeToken() string {
@@ -1422,6 +1561,15 @@ func (x *StreamContextResponse) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *StreamContextResponse) GetResync() *ContextSnapshot {
+	if x != nil {
+		if x, ok := x.Event.(*StreamContextResponse_Resync); ok {
+			return x.Resync
+		}
+	}
+	return nil
+}
+
 type isStreamContextResponse_Event interface {
 	isStreamContextResponse_Event()
 }
@@ -1432,7 +1580,7 @@ type StreamContextResponse_Snapshot struct {
 }
 
 type StreamContextResponse_Update struct {
-	// Memories changed.
+	// What changed in the context.
 	Update *ContextUpdate `protobuf:"bytes,3,opt,name=update,proto3,oneof"`
 }
 
@@ -1441,11 +1589,20 @@ type StreamContextResponse_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,4,opt,name=heartbeat,proto3,oneof"`
 }
 
+type StreamContextResponse_Resync struct {
+	// The context afresh, sent instead of updates when this stream fell too far behind (its
+	// buffer overflowed) or resumed from a token that names no context (issued by an older
+	// server). Replace everything held from earlier events with it, as with a snapshot.
+	Resync *ContextSnapshot `protobuf:"bytes,5,opt,name=resync,proto3,oneof"`
+}
+
 func (*StreamContextResponse_Snapshot) isStreamContextResponse_Event() {}
 
 func (*StreamContextResponse_Update) isStreamContextResponse_Event() {}
 
 func (*StreamContextResponse_Heartbeat) isStreamContextResponse_Event() {}
+
+func (*StreamContextResponse_Resync) isStreamContextResponse_Event() {}
 
 // GetMemoryRequest names one memory.
 type GetMemoryRequest struct {
@@ -1460,7 +1617,7 @@ type GetMemoryRequest struct {
 
 func (x *GetMemoryRequest) Reset() {
 	*x = GetMemoryRequest{}
-	mi := &file_persona_v1_memory_service_proto_msgTypes[19]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1629,7 @@ func (x *GetMemoryRequest) String() string {
 func (*GetMemoryRequest) ProtoMessage() {}
 
 func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_persona_v1_memory_service_proto_msgTypes[19]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1642,7 @@ func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryRequest.ProtoReflect.Descriptor instead.
 func (*GetMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{19}
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetMemoryRequest) GetUserId() string {
@@ -1513,7 +1670,7 @@ type GetMemoryResponse struct {
 
 func (x *GetMemoryResponse) Reset() {
 	*x = GetMemoryResponse{}
-	mi := &file_persona_v1_memory_service_proto_msgTypes[20]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1682,7 @@ func (x *GetMemoryResponse) String() string {
 func (*GetMemoryResponse) ProtoMessage() {}
 
 func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_persona_v1_memory_service_proto_msgTypes[20]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1695,7 @@ func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryResponse.ProtoReflect.Descriptor instead.
 func (*GetMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{20}
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetMemoryResponse) GetMemory() *Memory {
@@ -1567,7 +1724,7 @@ type ListMemoriesRequest struct {
 
 func (x *ListMemoriesRequest) Reset() {
 	*x = ListMemoriesRequest{}
-	mi := &file_persona_v1_memory_service_proto_msgTypes[21]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1736,7 @@ func (x *ListMemoriesRequest) String() string {
 func (*ListMemoriesRequest) ProtoMessage() {}
 
 func (x *ListMemoriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_persona_v1_memory_service_proto_msgTypes[21]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1749,7 @@ func (x *ListMemoriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMemoriesRequest.ProtoReflect.Descriptor instead.
 func (*ListMemoriesRequest) Descriptor() ([]byte, []int) {
-	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{21}
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListMemoriesRequest) GetUserId() string {
@@ -1643,7 +1800,7 @@ type ListMemoriesResponse struct {
 
 func (x *ListMemoriesResponse) Reset() {
 	*x = ListMemoriesResponse{}
-	mi := &file_persona_v1_memory_service_proto_msgTypes[22]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1812,7 @@ func (x *ListMemoriesResponse) String() string {
 func (*ListMemoriesResponse) ProtoMessage() {}
 
 func (x *ListMemoriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_persona_v1_memory_service_proto_msgTypes[22]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1825,7 @@ func (x *ListMemoriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMemoriesResponse.ProtoReflect.Descriptor instead.
 func (*ListMemoriesResponse) Descriptor() ([]byte, []int) {
-	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{22}
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListMemoriesResponse) GetMemories() []*Memory {
@@ -1698,7 +1855,7 @@ type DeleteMemoryRequest struct {
 
 func (x *DeleteMemoryRequest) Reset() {
 	*x = DeleteMemoryRequest{}
-	mi := &file_persona_v1_memory_service_proto_msgTypes[23]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1867,7 @@ func (x *DeleteMemoryRequest) String() string {
 func (*DeleteMemoryRequest) ProtoMessage() {}
 
 func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_persona_v1_memory_service_proto_msgTypes[23]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1880,7 @@ func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{23}
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteMemoryRequest) GetUserId() string {
@@ -1751,7 +1908,7 @@ type DeleteMemoryResponse struct {
 
 func (x *DeleteMemoryResponse) Reset() {
 	*x = DeleteMemoryResponse{}
-	mi := &file_persona_v1_memory_service_proto_msgTypes[24]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +1920,7 @@ func (x *DeleteMemoryResponse) String() string {
 func (*DeleteMemoryResponse) ProtoMessage() {}
 
 func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_persona_v1_memory_service_proto_msgTypes[24]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +1933,7 @@ func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{24}
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteMemoryResponse) GetDeletedIds() []string {
@@ -1797,7 +1954,7 @@ type DeleteUserRequest struct {
 
 func (x *DeleteUserRequest) Reset() {
 	*x = DeleteUserRequest{}
-	mi := &file_persona_v1_memory_service_proto_msgTypes[25]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +1966,7 @@ func (x *DeleteUserRequest) String() string {
 func (*DeleteUserRequest) ProtoMessage() {}
 
 func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_persona_v1_memory_service_proto_msgTypes[25]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +1979,7 @@ func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
-	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{25}
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteUserRequest) GetUserId() string {
@@ -1843,7 +2000,7 @@ type DeleteUserResponse struct {
 
 func (x *DeleteUserResponse) Reset() {
 	*x = DeleteUserResponse{}
-	mi := &file_persona_v1_memory_service_proto_msgTypes[26]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +2012,7 @@ func (x *DeleteUserResponse) String() string {
 func (*DeleteUserResponse) ProtoMessage() {}
 
 func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_persona_v1_memory_service_proto_msgTypes[26]
+	mi := &file_persona_v1_memory_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2025,7 @@ func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
-	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{26}
+	return file_persona_v1_memory_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteUserResponse) GetDeletedMemories() int64 {
@@ -1970,20 +2127,28 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\x11heartbeat_seconds\x18\x06 \x01(\x05R\x10heartbeatSeconds\"j\n" +
 	"\x0fContextSnapshot\x122\n" +
 	"\aresults\x18\x01 \x03(\v2\x18.persona.v1.RecallResultR\aresults\x12#\n" +
-	"\rcontext_block\x18\x02 \x01(\tR\fcontextBlock\"m\n" +
+	"\rcontext_block\x18\x02 \x01(\tR\fcontextBlock\"\x81\x01\n" +
 	"\rContextChange\x12*\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x16.persona.v1.ChangeKindR\x04kind\x120\n" +
-	"\x06result\x18\x02 \x01(\v2\x18.persona.v1.RecallResultR\x06result\"D\n" +
+	"\x06result\x18\x02 \x01(\v2\x18.persona.v1.RecallResultR\x06result\x12\x12\n" +
+	"\x04rank\x18\x03 \x01(\x05R\x04rank\"\x82\x01\n" +
+	"\rContextMember\x12\x1b\n" +
+	"\tmemory_id\x18\x01 \x01(\tR\bmemoryId\x12*\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x16.persona.v1.MemoryTypeR\x04type\x12\x12\n" +
+	"\x04rank\x18\x03 \x01(\x05R\x04rank\x12\x14\n" +
+	"\x05score\x18\x04 \x01(\x01R\x05score\"y\n" +
 	"\rContextUpdate\x123\n" +
-	"\achanges\x18\x01 \x03(\v2\x19.persona.v1.ContextChangeR\achanges\"H\n" +
+	"\achanges\x18\x01 \x03(\v2\x19.persona.v1.ContextChangeR\achanges\x123\n" +
+	"\amembers\x18\x02 \x03(\v2\x19.persona.v1.ContextMemberR\amembers\"H\n" +
 	"\tHeartbeat\x12;\n" +
 	"\vserver_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"serverTime\"\xea\x01\n" +
+	"serverTime\"\xa1\x02\n" +
 	"\x15StreamContextResponse\x12!\n" +
 	"\fresume_token\x18\x01 \x01(\tR\vresumeToken\x129\n" +
 	"\bsnapshot\x18\x02 \x01(\v2\x1b.persona.v1.ContextSnapshotH\x00R\bsnapshot\x123\n" +
 	"\x06update\x18\x03 \x01(\v2\x19.persona.v1.ContextUpdateH\x00R\x06update\x125\n" +
-	"\theartbeat\x18\x04 \x01(\v2\x15.persona.v1.HeartbeatH\x00R\theartbeatB\a\n" +
+	"\theartbeat\x18\x04 \x01(\v2\x15.persona.v1.HeartbeatH\x00R\theartbeat\x125\n" +
+	"\x06resync\x18\x05 \x01(\v2\x1b.persona.v1.ContextSnapshotH\x00R\x06resyncB\a\n" +
 	"\x05event\"H\n" +
 	"\x10GetMemoryRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
@@ -2014,14 +2179,16 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\x1aINGEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16INGEST_OUTCOME_CREATED\x10\x01\x12\x1c\n" +
 	"\x18INGEST_OUTCOME_UNCHANGED\x10\x02\x12\x1b\n" +
-	"\x17INGEST_OUTCOME_REPLACED\x10\x03*\x8f\x01\n" +
+	"\x17INGEST_OUTCOME_REPLACED\x10\x03*\xbe\x01\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_UPDATED\x10\x02\x12\x1b\n" +
 	"\x17CHANGE_KIND_INVALIDATED\x10\x03\x12\x17\n" +
-	"\x13CHANGE_KIND_DELETED\x10\x042\xfc\x04\n" +
+	"\x13CHANGE_KIND_DELETED\x10\x04\x12\x17\n" +
+	"\x13CHANGE_KIND_ENTERED\x10\x05\x12\x14\n" +
+	"\x10CHANGE_KIND_LEFT\x10\x062\xfc\x04\n" +
 	"\rMemoryService\x12?\n" +
 	"\x06Ingest\x12\x19.persona.v1.IngestRequest\x1a\x1a.persona.v1.IngestResponse\x12?\n" +
 	"\x06Recall\x12\x19.persona.v1.RecallRequest\x1a\x1a.persona.v1.RecallResponse\x12T\n" +
@@ -2049,7 +2216,7 @@ func file_persona_v1_memory_service_proto_rawDescGZIP() []byte {
 }
 
 var file_persona_v1_memory_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_persona_v1_memory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_persona_v1_memory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_persona_v1_memory_service_proto_goTypes = []any{
 	(IngestOutcome)(0),            // 0: persona.v1.IngestOutcome
 	(ChangeKind)(0),               // 1: persona.v1.ChangeKind
@@ -2069,80 +2236,84 @@ var file_persona_v1_memory_service_proto_goTypes = []any{
 	(*StreamContextRequest)(nil),  // 15: persona.v1.StreamContextRequest
 	(*ContextSnapshot)(nil),       // 16: persona.v1.ContextSnapshot
 	(*ContextChange)(nil),         // 17: persona.v1.ContextChange
-	(*ContextUpdate)(nil),         // 18: persona.v1.ContextUpdate
-	(*Heartbeat)(nil),             // 19: persona.v1.Heartbeat
-	(*StreamContextResponse)(nil), // 20: persona.v1.StreamContextResponse
-	(*GetMemoryRequest)(nil),      // 21: persona.v1.GetMemoryRequest
-	(*GetMemoryResponse)(nil),     // 22: persona.v1.GetMemoryResponse
-	(*ListMemoriesRequest)(nil),   // 23: persona.v1.ListMemoriesRequest
-	(*ListMemoriesResponse)(nil),  // 24: persona.v1.ListMemoriesResponse
-	(*DeleteMemoryRequest)(nil),   // 25: persona.v1.DeleteMemoryRequest
-	(*DeleteMemoryResponse)(nil),  // 26: persona.v1.DeleteMemoryResponse
-	(*DeleteUserRequest)(nil),     // 27: persona.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),    // 28: persona.v1.DeleteUserResponse
-	nil,                           // 29: persona.v1.IngestItem.MetadataEntry
-	nil,                           // 30: persona.v1.RecallFilter.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(SourceType)(0),               // 32: persona.v1.SourceType
-	(ChatRole)(0),                 // 33: persona.v1.ChatRole
-	(*ExtractionStatus)(nil),      // 34: persona.v1.ExtractionStatus
-	(MemoryType)(0),               // 35: persona.v1.MemoryType
-	(*Memory)(nil),                // 36: persona.v1.Memory
+	(*ContextMember)(nil),         // 18: persona.v1.ContextMember
+	(*ContextUpdate)(nil),         // 19: persona.v1.ContextUpdate
+	(*Heartbeat)(nil),             // 20: persona.v1.Heartbeat
+	(*StreamContextResponse)(nil), // 21: persona.v1.StreamContextResponse
+	(*GetMemoryRequest)(nil),      // 22: persona.v1.GetMemoryRequest
+	(*GetMemoryResponse)(nil),     // 23: persona.v1.GetMemoryResponse
+	(*ListMemoriesRequest)(nil),   // 24: persona.v1.ListMemoriesRequest
+	(*ListMemoriesResponse)(nil),  // 25: persona.v1.ListMemoriesResponse
+	(*DeleteMemoryRequest)(nil),   // 26: persona.v1.DeleteMemoryRequest
+	(*DeleteMemoryResponse)(nil),  // 27: persona.v1.DeleteMemoryResponse
+	(*DeleteUserRequest)(nil),     // 28: persona.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),    // 29: persona.v1.DeleteUserResponse
+	nil,                           // 30: persona.v1.IngestItem.MetadataEntry
+	nil,                           // 31: persona.v1.RecallFilter.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(SourceType)(0),               // 33: persona.v1.SourceType
+	(ChatRole)(0),                 // 34: persona.v1.ChatRole
+	(*ExtractionStatus)(nil),      // 35: persona.v1.ExtractionStatus
+	(MemoryType)(0),               // 36: persona.v1.MemoryType
+	(*Memory)(nil),                // 37: persona.v1.Memory
 }
 var file_persona_v1_memory_service_proto_depIdxs = []int32{
-	31, // 0: persona.v1.IngestItem.occurred_at:type_name -> google.protobuf.Timestamp
-	32, // 1: persona.v1.IngestItem.source_type:type_name -> persona.v1.SourceType
-	33, // 2: persona.v1.IngestItem.role:type_name -> persona.v1.ChatRole
-	29, // 3: persona.v1.IngestItem.metadata:type_name -> persona.v1.IngestItem.MetadataEntry
+	32, // 0: persona.v1.IngestItem.occurred_at:type_name -> google.protobuf.Timestamp
+	33, // 1: persona.v1.IngestItem.source_type:type_name -> persona.v1.SourceType
+	34, // 2: persona.v1.IngestItem.role:type_name -> persona.v1.ChatRole
+	30, // 3: persona.v1.IngestItem.metadata:type_name -> persona.v1.IngestItem.MetadataEntry
 	2,  // 4: persona.v1.IngestRequest.items:type_name -> persona.v1.IngestItem
 	0,  // 5: persona.v1.IngestResult.outcome:type_name -> persona.v1.IngestOutcome
-	34, // 6: persona.v1.IngestResult.extraction:type_name -> persona.v1.ExtractionStatus
+	35, // 6: persona.v1.IngestResult.extraction:type_name -> persona.v1.ExtractionStatus
 	4,  // 7: persona.v1.IngestResponse.results:type_name -> persona.v1.IngestResult
-	31, // 8: persona.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
-	31, // 9: persona.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
-	35, // 10: persona.v1.RecallFilter.types:type_name -> persona.v1.MemoryType
+	32, // 8: persona.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	32, // 9: persona.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	36, // 10: persona.v1.RecallFilter.types:type_name -> persona.v1.MemoryType
 	6,  // 11: persona.v1.RecallFilter.time_range:type_name -> persona.v1.TimeRange
-	30, // 12: persona.v1.RecallFilter.metadata:type_name -> persona.v1.RecallFilter.MetadataEntry
+	31, // 12: persona.v1.RecallFilter.metadata:type_name -> persona.v1.RecallFilter.MetadataEntry
 	7,  // 13: persona.v1.RecallRequest.filter:type_name -> persona.v1.RecallFilter
-	31, // 14: persona.v1.RecallRequest.as_of:type_name -> google.protobuf.Timestamp
-	36, // 15: persona.v1.RecallResult.memory:type_name -> persona.v1.Memory
+	32, // 14: persona.v1.RecallRequest.as_of:type_name -> google.protobuf.Timestamp
+	37, // 15: persona.v1.RecallResult.memory:type_name -> persona.v1.Memory
 	9,  // 16: persona.v1.RecallResult.channels:type_name -> persona.v1.ChannelScore
 	10, // 17: persona.v1.RecallResponse.results:type_name -> persona.v1.RecallResult
-	35, // 18: persona.v1.Citation.type:type_name -> persona.v1.MemoryType
+	36, // 18: persona.v1.Citation.type:type_name -> persona.v1.MemoryType
 	13, // 19: persona.v1.AskStructuredResponse.citations:type_name -> persona.v1.Citation
-	35, // 20: persona.v1.StreamContextRequest.types:type_name -> persona.v1.MemoryType
+	36, // 20: persona.v1.StreamContextRequest.types:type_name -> persona.v1.MemoryType
 	10, // 21: persona.v1.ContextSnapshot.results:type_name -> persona.v1.RecallResult
 	1,  // 22: persona.v1.ContextChange.kind:type_name -> persona.v1.ChangeKind
 	10, // 23: persona.v1.ContextChange.result:type_name -> persona.v1.RecallResult
-	17, // 24: persona.v1.ContextUpdate.changes:type_name -> persona.v1.ContextChange
-	31, // 25: persona.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
-	16, // 26: persona.v1.StreamContextResponse.snapshot:type_name -> persona.v1.ContextSnapshot
-	18, // 27: persona.v1.StreamContextResponse.update:type_name -> persona.v1.ContextUpdate
-	19, // 28: persona.v1.StreamContextResponse.heartbeat:type_name -> persona.v1.Heartbeat
-	36, // 29: persona.v1.GetMemoryResponse.memory:type_name -> persona.v1.Memory
-	35, // 30: persona.v1.ListMemoriesRequest.types:type_name -> persona.v1.MemoryType
-	36, // 31: persona.v1.ListMemoriesResponse.memories:type_name -> persona.v1.Memory
-	3,  // 32: persona.v1.MemoryService.Ingest:input_type -> persona.v1.IngestRequest
-	8,  // 33: persona.v1.MemoryService.Recall:input_type -> persona.v1.RecallRequest
-	12, // 34: persona.v1.MemoryService.AskStructured:input_type -> persona.v1.AskStructuredRequest
-	15, // 35: persona.v1.MemoryService.StreamContext:input_type -> persona.v1.StreamContextRequest
-	21, // 36: persona.v1.MemoryService.GetMemory:input_type -> persona.v1.GetMemoryRequest
-	23, // 37: persona.v1.MemoryService.ListMemories:input_type -> persona.v1.ListMemoriesRequest
-	25, // 38: persona.v1.MemoryService.DeleteMemory:input_type -> persona.v1.DeleteMemoryRequest
-	27, // 39: persona.v1.MemoryService.DeleteUser:input_type -> persona.v1.DeleteUserRequest
-	5,  // 40: persona.v1.MemoryService.Ingest:output_type -> persona.v1.IngestResponse
-	11, // 41: persona.v1.MemoryService.Recall:output_type -> persona.v1.RecallResponse
-	14, // 42: persona.v1.MemoryService.AskStructured:output_type -> persona.v1.AskStructuredResponse
-	20, // 43: persona.v1.MemoryService.StreamContext:output_type -> persona.v1.StreamContextResponse
-	22, // 44: persona.v1.MemoryService.GetMemory:output_type -> persona.v1.GetMemoryResponse
-	24, // 45: persona.v1.MemoryService.ListMemories:output_type -> persona.v1.ListMemoriesResponse
-	26, // 46: persona.v1.MemoryService.DeleteMemory:output_type -> persona.v1.DeleteMemoryResponse
-	28, // 47: persona.v1.MemoryService.DeleteUser:output_type -> persona.v1.DeleteUserResponse
-	40, // [40:48] is the sub-list for method output_type
-	32, // [32:40] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	36, // 24: persona.v1.ContextMember.type:type_name -> persona.v1.MemoryType
+	17, // 25: persona.v1.ContextUpdate.changes:type_name -> persona.v1.ContextChange
+	18, // 26: persona.v1.ContextUpdate.members:type_name -> persona.v1.ContextMember
+	32, // 27: persona.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
+	16, // 28: persona.v1.StreamContextResponse.snapshot:type_name -> persona.v1.ContextSnapshot
+	19, // 29: persona.v1.StreamContextResponse.update:type_name -> persona.v1.ContextUpdate
+	20, // 30: persona.v1.StreamContextResponse.heartbeat:type_name -> persona.v1.Heartbeat
+	16, // 31: persona.v1.StreamContextResponse.resync:type_name -> persona.v1.ContextSnapshot
+	37, // 32: persona.v1.GetMemoryResponse.memory:type_name -> persona.v1.Memory
+	36, // 33: persona.v1.ListMemoriesRequest.types:type_name -> persona.v1.MemoryType
+	37, // 34: persona.v1.ListMemoriesResponse.memories:type_name -> persona.v1.Memory
+	3,  // 35: persona.v1.MemoryService.Ingest:input_type -> persona.v1.IngestRequest
+	8,  // 36: persona.v1.MemoryService.Recall:input_type -> persona.v1.RecallRequest
+	12, // 37: persona.v1.MemoryService.AskStructured:input_type -> persona.v1.AskStructuredRequest
+	15, // 38: persona.v1.MemoryService.StreamContext:input_type -> persona.v1.StreamContextRequest
+	22, // 39: persona.v1.MemoryService.GetMemory:input_type -> persona.v1.GetMemoryRequest
+	24, // 40: persona.v1.MemoryService.ListMemories:input_type -> persona.v1.ListMemoriesRequest
+	26, // 41: persona.v1.MemoryService.DeleteMemory:input_type -> persona.v1.DeleteMemoryRequest
+	28, // 42: persona.v1.MemoryService.DeleteUser:input_type -> persona.v1.DeleteUserRequest
+	5,  // 43: persona.v1.MemoryService.Ingest:output_type -> persona.v1.IngestResponse
+	11, // 44: persona.v1.MemoryService.Recall:output_type -> persona.v1.RecallResponse
+	14, // 45: persona.v1.MemoryService.AskStructured:output_type -> persona.v1.AskStructuredResponse
+	21, // 46: persona.v1.MemoryService.StreamContext:output_type -> persona.v1.StreamContextResponse
+	23, // 47: persona.v1.MemoryService.GetMemory:output_type -> persona.v1.GetMemoryResponse
+	25, // 48: persona.v1.MemoryService.ListMemories:output_type -> persona.v1.ListMemoriesResponse
+	27, // 49: persona.v1.MemoryService.DeleteMemory:output_type -> persona.v1.DeleteMemoryResponse
+	29, // 50: persona.v1.MemoryService.DeleteUser:output_type -> persona.v1.DeleteUserResponse
+	43, // [43:51] is the sub-list for method output_type
+	35, // [35:43] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_persona_v1_memory_service_proto_init() }
@@ -2151,10 +2322,11 @@ func file_persona_v1_memory_service_proto_init() {
 		return
 	}
 	file_persona_v1_memory_proto_init()
-	file_persona_v1_memory_service_proto_msgTypes[18].OneofWrappers = []any{
+	file_persona_v1_memory_service_proto_msgTypes[19].OneofWrappers = []any{
 		(*StreamContextResponse_Snapshot)(nil),
 		(*StreamContextResponse_Update)(nil),
 		(*StreamContextResponse_Heartbeat)(nil),
+		(*StreamContextResponse_Resync)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2162,7 +2334,7 @@ func file_persona_v1_memory_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_persona_v1_memory_service_proto_rawDesc), len(file_persona_v1_memory_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

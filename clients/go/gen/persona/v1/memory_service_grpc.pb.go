@@ -52,7 +52,10 @@ type MemoryServiceClient interface {
 	// JSON Schema, with the memories it relied on. Needs an LLM (FAILED_PRECONDITION otherwise).
 	AskStructured(ctx context.Context, in *AskStructuredRequest, opts ...grpc.CallOption) (*AskStructuredResponse, error)
 	// StreamContext sends a snapshot of the context for a user (and optional query), then
-	// updates as memories are added, changed, invalidated or deleted, with periodic heartbeats.
+	// updates as memories enter, change in or leave that context, with periodic heartbeats.
+	// Every event carries a resume token; resuming with it sends exactly what was missed.
+	// See StreamContextRequest for how the context is defined and StreamContextResponse for the
+	// bounds a slow consumer meets.
 	StreamContext(ctx context.Context, in *StreamContextRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamContextResponse], error)
 	// GetMemory returns one memory by id (NOT_FOUND if the user has no such memory).
 	GetMemory(ctx context.Context, in *GetMemoryRequest, opts ...grpc.CallOption) (*GetMemoryResponse, error)
@@ -184,7 +187,10 @@ type MemoryServiceServer interface {
 	// JSON Schema, with the memories it relied on. Needs an LLM (FAILED_PRECONDITION otherwise).
 	AskStructured(context.Context, *AskStructuredRequest) (*AskStructuredResponse, error)
 	// StreamContext sends a snapshot of the context for a user (and optional query), then
-	// updates as memories are added, changed, invalidated or deleted, with periodic heartbeats.
+	// updates as memories enter, change in or leave that context, with periodic heartbeats.
+	// Every event carries a resume token; resuming with it sends exactly what was missed.
+	// See StreamContextRequest for how the context is defined and StreamContextResponse for the
+	// bounds a slow consumer meets.
 	StreamContext(*StreamContextRequest, grpc.ServerStreamingServer[StreamContextResponse]) error
 	// GetMemory returns one memory by id (NOT_FOUND if the user has no such memory).
 	GetMemory(context.Context, *GetMemoryRequest) (*GetMemoryResponse, error)

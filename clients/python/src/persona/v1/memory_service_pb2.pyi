@@ -60,25 +60,39 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     CHANGE_KIND_ADDED: _ChangeKind.ValueType  # 1
     """A new memory."""
     CHANGE_KIND_UPDATED: _ChangeKind.ValueType  # 2
-    """An existing memory changed (text, reinforcement, status)."""
+    """An existing memory changed (text, reinforcement, status, extraction state)."""
     CHANGE_KIND_INVALIDATED: _ChangeKind.ValueType  # 3
-    """A fact stopped being valid (it is kept, with `invalid_at` set)."""
+    """A fact stopped being valid (it is kept, with `invalid_at` set); it left the context."""
     CHANGE_KIND_DELETED: _ChangeKind.ValueType  # 4
     """The memory was deleted; only its id and type are sent."""
+    CHANGE_KIND_ENTERED: _ChangeKind.ValueType  # 5
+    """A memory that did not change entered the context: others left it or now rank below it."""
+    CHANGE_KIND_LEFT: _ChangeKind.ValueType  # 6
+    """A memory left the context without being deleted or invalidated: pushed out by memories
+    that now rank higher, or changed so that it no longer ranks (a goal achieved). Only its id
+    and type are sent.
+    """
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
-    """ChangeKind says how a memory changed."""
+    """ChangeKind says how a memory changed, or how its place in a subscription's context did."""
 
 CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
 """Not set."""
 CHANGE_KIND_ADDED: ChangeKind.ValueType  # 1
 """A new memory."""
 CHANGE_KIND_UPDATED: ChangeKind.ValueType  # 2
-"""An existing memory changed (text, reinforcement, status)."""
+"""An existing memory changed (text, reinforcement, status, extraction state)."""
 CHANGE_KIND_INVALIDATED: ChangeKind.ValueType  # 3
-"""A fact stopped being valid (it is kept, with `invalid_at` set)."""
+"""A fact stopped being valid (it is kept, with `invalid_at` set); it left the context."""
 CHANGE_KIND_DELETED: ChangeKind.ValueType  # 4
 """The memory was deleted; only its id and type are sent."""
+CHANGE_KIND_ENTERED: ChangeKind.ValueType  # 5
+"""A memory that did not change entered the context: others left it or now rank below it."""
+CHANGE_KIND_LEFT: ChangeKind.ValueType  # 6
+"""A memory left the context without being deleted or invalidated: pushed out by memories
+that now rank higher, or changed so that it no longer ranks (a goal achieved). Only its id
+and type are sent.
+"""
 Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
 @_typing.final
@@ -582,7 +596,25 @@ Global___AskStructuredResponse: _TypeAlias = AskStructuredResponse  # noqa: Y015
 
 @_typing.final
 class StreamContextRequest(_message.Message):
-    """StreamContextRequest subscribes to a user's context."""
+    """StreamContextRequest subscribes to a user's context.
+
+    The context is a ranked set of memories, and every event is defined against it:
+    - With a `query`, the context is what Recall returns for that query, `max_results` and
+      `types` (no time range, no history: invalidated facts never belong to it). Rank r is the
+      r-th Recall result and `score` its fused Recall score, evaluated on the store as of the
+      event. The snapshot is that ranking when the subscription starts; each update is the
+      difference between the ranking as of the previous event and as of this one. The query is
+      embedded once per subscription; stored memories are never embedded again. Every distinct
+      (query, max_results, types) of a user costs one Recall per batch of that user's changes,
+      shared by all streams that ask the same.
+    - Without a query, the context is the user's profile: four groups, each of at most
+      `max_results` memories, each in its own order: active goals (most recently recorded
+      first), the strongest psyche items (most mentioned first, then most recently recorded),
+      key entities (same order; the user's own entity aside) and the most recent episodes
+      (latest event time first).
+      Ties go to the larger memory id. Invalidated memories are left out. Rank is the place
+      within the memory's group (its type), and `score` is 1/rank.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -595,20 +627,28 @@ class StreamContextRequest(_message.Message):
     user_id: _builtins.str
     """The user to follow (1 to 128 characters)."""
     query: _builtins.str
-    """Optional query or topic: the snapshot is Recall for it, and updates are the changed memories
-    that matter to it. Empty: the most recent memories.
-    """
+    """Optional query or topic: the context is Recall for it. Empty: the user's profile."""
     max_results: _builtins.int
-    """Size of the snapshot, 1 to 100; 0 means 10."""
+    """With a query, the size of the context; without one, the size of each profile group.
+    1 to 100; 0 means 10.
+    """
     resume_token: _builtins.str
-    """A resume token from an earlier event of the same user: the server sends the changes made
-    since then instead of a new snapshot. Empty: start with a snapshot.
+    """A resume token from an earlier event of the same user: the server sends what changed in
+    the context since that event instead of a new snapshot, nothing missed and nothing twice.
+    A token names a change-log position and the memories the context held there. The change
+    log keeps each user's most recent changes (`PERSONA_CHANGE_LOG_MAX_ENTRIES`, default
+    10000) for a limited time (`PERSONA_CHANGE_LOG_MAX_AGE_S`, default 7 days): an older token
+    fails with OUT_OF_RANGE, and the client should subscribe again without a token. A token
+    this server did not issue for this user fails with INVALID_ARGUMENT on `resume_token`.
+    Empty: start with a snapshot.
     """
     heartbeat_seconds: _builtins.int
     """Seconds between heartbeats, 1 to 300; 0 means 15."""
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_memory_pb2.MemoryType.ValueType]:
-        """Only these memory types; empty means every type."""
+        """Only these memory types; empty means every type. Without a query these select the profile
+        groups (goal, psyche, entity, episode); facts belong to no group, so they need a query.
+        """
 
     def __init__(
         self,
@@ -630,7 +670,7 @@ Global___StreamContextRequest: _TypeAlias = StreamContextRequest  # noqa: Y015
 
 @_typing.final
 class ContextSnapshot(_message.Message):
-    """ContextSnapshot is the context at the start of a subscription."""
+    """ContextSnapshot is the whole context: at the start of a subscription, or on a resync."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -640,7 +680,9 @@ class ContextSnapshot(_message.Message):
     """The results rendered as a context block."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecallResult]:
-        """The memories, best first."""
+        """The memories in rank order; without a query, group by group (goals, psyche, entities,
+        episodes), each group in rank order.
+        """
 
     def __init__(
         self,
@@ -658,51 +700,105 @@ Global___ContextSnapshot: _TypeAlias = ContextSnapshot  # noqa: Y015
 
 @_typing.final
 class ContextChange(_message.Message):
-    """ContextChange is one changed memory."""
+    """ContextChange is one memory that entered, changed in or left the context."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     KIND_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
     kind: Global___ChangeKind.ValueType
     """How it changed."""
+    rank: _builtins.int
+    """The memory's 1-based rank in the context as of this event (see StreamContextRequest), or
+    0 when it is not, or no longer, in the context.
+    """
     @_builtins.property
     def result(self) -> Global___RecallResult:
-        """The memory as it is now (for deletions only id and type are set), with its relevance score."""
+        """The memory as it is now (for deletions and `LEFT` only id and type are set), with its
+        score in the context's ranking as of this event (0 when it is not in the context).
+        """
 
     def __init__(
         self,
         *,
         kind: Global___ChangeKind.ValueType = ...,
         result: Global___RecallResult | None = ...,
+        rank: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "rank", b"rank", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContextChange: _TypeAlias = ContextChange  # noqa: Y015
 
 @_typing.final
+class ContextMember(_message.Message):
+    """ContextMember is one memory of the context, by reference."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMORY_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    memory_id: _builtins.str
+    """The memory's id."""
+    type: _memory_pb2.MemoryType.ValueType
+    """The memory's type (without a query, its profile group)."""
+    rank: _builtins.int
+    """Its 1-based rank (within its group without a query)."""
+    score: _builtins.float
+    """Its score in the ranking as of this event."""
+    def __init__(
+        self,
+        *,
+        memory_id: _builtins.str = ...,
+        type: _memory_pb2.MemoryType.ValueType = ...,
+        rank: _builtins.int = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory_id", b"memory_id", "rank", b"rank", "score", b"score", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContextMember: _TypeAlias = ContextMember  # noqa: Y015
+
+@_typing.final
 class ContextUpdate(_message.Message):
-    """ContextUpdate carries changes since the previous event."""
+    """ContextUpdate carries what changed in the context since the previous event."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANGES_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContextChange]:
-        """The changes, oldest first."""
+        """The memories that entered, changed in or left the context; each at most once per update,
+        with its rank and score as of this event. Memories that did not change are not listed
+        although their ranks and scores move when others enter or leave: `members` has them all.
+        """
+
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContextMember]:
+        """The whole context after this update, in rank order (without a query, group by group), by
+        reference. A client that applied every earlier event holds each of these memories already
+        or finds it in `changes`; anything it holds that is not listed has left the context.
+        """
 
     def __init__(
         self,
         *,
         changes: _abc.Iterable[Global___ContextChange] | None = ...,
+        members: _abc.Iterable[Global___ContextMember] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "members", b"members"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -734,7 +830,14 @@ Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 
 @_typing.final
 class StreamContextResponse(_message.Message):
-    """StreamContextResponse is one event of the context stream."""
+    """StreamContextResponse is one event of the context stream.
+
+    Backpressure: each stream holds a bounded buffer of changes not yet sent, coalesced per
+    memory (a memory's latest state replaces an earlier pending one, so a consumer that reads
+    slower than the context changes gets fewer, larger updates). When more than
+    `PERSONA_STREAM_BUFFER` memories (default 256) are pending, they are dropped and the next
+    event is a `resync`. Heartbeats are sent only when nothing is pending.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -742,6 +845,7 @@ class StreamContextResponse(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     UPDATE_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    RESYNC_FIELD_NUMBER: _builtins.int
     resume_token: _builtins.str
     """Pass this token back in `StreamContextRequest.resume_token` to resume after this event."""
     @_builtins.property
@@ -750,11 +854,18 @@ class StreamContextResponse(_message.Message):
 
     @_builtins.property
     def update(self) -> Global___ContextUpdate:
-        """Memories changed."""
+        """What changed in the context."""
 
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat:
         """Nothing changed for a while."""
+
+    @_builtins.property
+    def resync(self) -> Global___ContextSnapshot:
+        """The context afresh, sent instead of updates when this stream fell too far behind (its
+        buffer overflowed) or resumed from a token that names no context (issued by an older
+        server). Replace everything held from earlier events with it, as with a snapshot.
+        """
 
     def __init__(
         self,
@@ -763,12 +874,13 @@ class StreamContextResponse(_message.Message):
         snapshot: Global___ContextSnapshot | None = ...,
         update: Global___ContextUpdate | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        resync: Global___ContextSnapshot | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "snapshot", b"snapshot", "update", b"update"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "resync", b"resync", "snapshot", b"snapshot", "update", b"update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "resume_token", b"resume_token", "snapshot", b"snapshot", "update", b"update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "resume_token", b"resume_token", "resync", b"resync", "snapshot", b"snapshot", "update", b"update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["snapshot", "update", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["snapshot", "update", "heartbeat", "resync"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

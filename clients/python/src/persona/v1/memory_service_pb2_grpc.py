@@ -120,7 +120,10 @@ class MemoryServiceServicer:
 
     def StreamContext(self, request, context):
         """StreamContext sends a snapshot of the context for a user (and optional query), then
-        updates as memories are added, changed, invalidated or deleted, with periodic heartbeats.
+        updates as memories enter, change in or leave that context, with periodic heartbeats.
+        Every event carries a resume token; resuming with it sends exactly what was missed.
+        See StreamContextRequest for how the context is defined and StreamContextResponse for the
+        bounds a slow consumer meets.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,7 +55,10 @@ class MemoryServiceStub:
     """
     StreamContext: _grpc.UnaryStreamMultiCallable[_memory_service_pb2.StreamContextRequest, _memory_service_pb2.StreamContextResponse]
     """StreamContext sends a snapshot of the context for a user (and optional query), then
-    updates as memories are added, changed, invalidated or deleted, with periodic heartbeats.
+    updates as memories enter, change in or leave that context, with periodic heartbeats.
+    Every event carries a resume token; resuming with it sends exactly what was missed.
+    See StreamContextRequest for how the context is defined and StreamContextResponse for the
+    bounds a slow consumer meets.
     """
     GetMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_service_pb2.GetMemoryResponse]
     """GetMemory returns one memory by id (NOT_FOUND if the user has no such memory)."""
@@ -93,7 +96,10 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """
     StreamContext: _aio.UnaryStreamMultiCallable[_memory_service_pb2.StreamContextRequest, _memory_service_pb2.StreamContextResponse]  # type: ignore[assignment]
     """StreamContext sends a snapshot of the context for a user (and optional query), then
-    updates as memories are added, changed, invalidated or deleted, with periodic heartbeats.
+    updates as memories enter, change in or leave that context, with periodic heartbeats.
+    Every event carries a resume token; resuming with it sends exactly what was missed.
+    See StreamContextRequest for how the context is defined and StreamContextResponse for the
+    bounds a slow consumer meets.
     """
     GetMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_service_pb2.GetMemoryResponse]  # type: ignore[assignment]
     """GetMemory returns one memory by id (NOT_FOUND if the user has no such memory)."""
@@ -152,7 +158,10 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_memory_service_pb2.StreamContextResponse], _abc.AsyncIterator[_memory_service_pb2.StreamContextResponse]]:
         """StreamContext sends a snapshot of the context for a user (and optional query), then
-        updates as memories are added, changed, invalidated or deleted, with periodic heartbeats.
+        updates as memories enter, change in or leave that context, with periodic heartbeats.
+        Every event carries a resume token; resuming with it sends exactly what was missed.
+        See StreamContextRequest for how the context is defined and StreamContextResponse for the
+        bounds a slow consumer meets.
         """
 
     @_abc_1.abstractmethod

@@ -3,7 +3,9 @@
 Entries are `(:PersonaChange {tenant, user_id, seq, ...})` nodes written by `ChangeLog` inside
 the transaction that makes the change, with the user's `change_seq` counter advanced in the same
 commit. Writers of one user are serialised on the user node (users.py), so seqs are gap-free
-and commit in order: a reader that has seen seq n has seen every change up to n.
+and commit in order: a reader that has seen seq n has seen every change up to n. The same write
+drops the user's entries beyond the newest `keep` (a range of the constraint index); entries past
+their age go by `Neo4jChangeOps.prune` (the `persona_change_at` index).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from persona_server.adapters.stores.neo4j.driver import Connection, rows, run
 from persona_server.adapters.stores.neo4j.users import fetch_head
 from persona_server.adapters.stores.values import from_us, to_us
 from persona_server.domain.models import ChangeKind, MemoryChange, MemoryType, UserRef
+from persona_server.ports.graph_store import CHANGE_LOG_MAX_ENTRIES
 
 _WRITE = """
 UNWIND $entries AS c
@@ -26,6 +29,20 @@ CREATE (:PersonaChange {tenant: $tenant, user_id: $user_id, seq: c.seq, kind: c.
 WITH count(*) AS written
 MATCH (u:PersonaUser {tenant: $tenant, user_id: $user_id})
 SET u.change_seq = $last
+WITH u
+CALL (u) {
+    MATCH (old:PersonaChange)
+    WHERE old.tenant = $tenant AND old.user_id = $user_id AND old.seq <= $drop_through
+    DELETE old
+}
+"""
+
+_PRUNE = """
+MATCH (c:PersonaChange)
+WHERE c.at < $before
+WITH c ORDER BY c.at LIMIT $limit
+DELETE c
+RETURN count(*) AS pruned
 """
 
 # Ordering on every property of the (tenant, user_id, seq) constraint index lets Neo4j read the
@@ -43,9 +60,10 @@ LIMIT $limit
 class ChangeLog:
     """Collects one transaction's changes for one user, numbered from the user's counter."""
 
-    def __init__(self, change_seq: int, at: datetime) -> None:
+    def __init__(self, change_seq: int, at: datetime, keep: int = CHANGE_LOG_MAX_ENTRIES) -> None:
         self._seq = change_seq
         self._at = to_us(at)
+        self._keep = keep
         self._entries: list[dict[str, Any]] = []
 
     def add(self, kind: ChangeKind, memory_id: str, memory_type: MemoryType | str) -> None:
@@ -63,7 +81,12 @@ class ChangeLog:
     async def flush(self, tx: AsyncManagedTransaction, user: UserRef) -> None:
         if not self._entries:
             return
-        params = {**user_params(user), "entries": self._entries, "last": self._seq}
+        params = {
+            **user_params(user),
+            "entries": self._entries,
+            "last": self._seq,
+            "drop_through": self._seq - self._keep,
+        }
         await run(tx, _WRITE, params)
         self._entries = []
 
@@ -97,3 +120,13 @@ class Neo4jChangeOps:
             return []
         found = await self._conn.read(changes_since, user, seq, limit)
         return [to_change(r) for r in found]
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        if limit <= 0:
+            return 0
+
+        async def work(tx: AsyncManagedTransaction) -> int:
+            found = await rows(tx, _PRUNE, {"before": to_us(before), "limit": limit})
+            return int(found[0]["pruned"])
+
+        return await self._conn.write(work)

@@ -36,7 +36,7 @@ from persona_server.adapters.stores.values import (
     memory_fields,
     opt_from_us,
 )
-from persona_server.domain.models import Entity, Episode, Memory, MemoryType, UserRef
+from persona_server.domain.models import Entity, Episode, Goal, Memory, MemoryType, UserRef
 from persona_server.ports.graph_store import PROVENANCE_LIMIT
 
 # Fields with their own property (or rebuilt from DERIVED_FROM); the rest goes to `payload`.
@@ -129,9 +129,13 @@ def memory_props(user: UserRef, memory: Memory) -> dict[str, Any]:
         "meta_pairs": meta_pairs(memory.metadata),
         "names": None,
         "summary": None,
+        "status": None,
     }
     if isinstance(memory, Entity):
         props["names"] = sorted(entity_names(memory))
+    if isinstance(memory, Goal):
+        # Beside the payload, so the profile's active goals come from an index (schema.py).
+        props["status"] = memory.status.value
     if isinstance(memory, Episode):
         props["search_text"] = f"{memory.speaker} {memory.text}".strip()
         # Its own property, so extraction can set it without rewriting the JSON payload.

@@ -33,6 +33,7 @@ from persona_server.domain.models import (
     UserRef,
 )
 from persona_server.ports.graph_store import (
+    CHANGE_LOG_MAX_ENTRIES,
     EpisodeWriteResult,
     Vectors,
 )
@@ -132,9 +133,15 @@ RETURN m.tenant AS tenant, m.user_id AS user_id, """
 
 
 class Neo4jEpisodeOps:
-    def __init__(self, conn: Connection, dimension: int = 0) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        dimension: int = 0,
+        change_log_max_entries: int = CHANGE_LOG_MAX_ENTRIES,
+    ) -> None:
         self._conn = conn
         self.dimension = dimension
+        self.change_log_max_entries = change_log_max_entries
 
     async def put_batch(
         self, user: UserRef, episodes: Sequence[Episode], vectors: Vectors, *, replace: bool
@@ -144,8 +151,8 @@ class Neo4jEpisodeOps:
         vecs = checked_episodes(episodes, vectors, self.dimension)
         return await self._conn.write(self._put, user, episodes, vecs, replace)
 
-    @staticmethod
     async def _put(
+        self,
         tx: AsyncManagedTransaction,
         user: UserRef,
         episodes: Sequence[Episode],
@@ -173,7 +180,7 @@ class Neo4jEpisodeOps:
             plan.next_seq,
         )
 
-        changes = ChangeLog(head.change_seq, now)
+        changes = ChangeLog(head.change_seq, now, self.change_log_max_entries)
         chain = ChainEdit(user)
         # New episodes have the highest seqs, so when none is earlier in event time than the
         # current tail, the chain only grows at its end (checked before they are created).

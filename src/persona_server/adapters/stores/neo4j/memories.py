@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, LiteralString
 
 from neo4j import AsyncManagedTransaction
 
@@ -24,6 +25,7 @@ from persona_server.adapters.stores.neo4j.driver import Connection, rows
 from persona_server.adapters.stores.neo4j.filters import FILTER, filter_params
 from persona_server.adapters.stores.neo4j.users import lock_user
 from persona_server.adapters.stores.paging import decode_cursor, encode_cursor
+from persona_server.adapters.stores.ranking import best_first_key
 from persona_server.adapters.stores.values import to_us
 from persona_server.domain.models import (
     Entity,
@@ -32,7 +34,14 @@ from persona_server.domain.models import (
     UserRef,
 )
 from persona_server.domain.names import normalise_name
-from persona_server.ports.graph_store import DerivedWrite, MemoryFilter, Page
+from persona_server.ports.graph_store import (
+    CHANGE_LOG_MAX_ENTRIES,
+    DerivedWrite,
+    MemoryFilter,
+    MemoryOrder,
+    Page,
+    RankedRead,
+)
 
 _GET_MANY = (
     """
@@ -106,6 +115,53 @@ MATCH (m:Episode {tenant: $tenant, user_id: $user_id, source_id: key})
 
 _MIN_US = -(2**63)
 
+# MemoryOps.ranked. Each ORDER BY names every property of the index that serves it, all
+# descending, with an existence check on each: Neo4j then reads that index backwards from the
+# user's best entry and stops at the limit instead of sorting the user's memories (schema.py).
+# The hints keep the planner from taking a shorter index with the same prefix and sorting.
+_VALID = " AND m.invalid_at IS NULL AND ($status IS NULL OR m.status = $status)"
+_RANKED_TAIL = "\nLIMIT $limit\n" + PROVENANCE_SUBQUERY + MEMORY_RETURN
+
+
+def _index_ranked(
+    label: LiteralString, equal: LiteralString, ordered: tuple[LiteralString, ...]
+) -> LiteralString:
+    """Best first along the index `label(tenant, user_id[, equal], *ordered)`, where `equal`
+    is matched to the parameter of the same name."""
+    keys = ("tenant", "user_id", *((equal,) if equal else ()), *ordered)
+    where = " AND ".join(f"m.{k} = ${k}" for k in keys[: len(keys) - len(ordered)])
+    exists = " AND ".join(f"m.{k} IS NOT NULL" for k in ordered)
+    return (
+        f"\nMATCH (m:{label})\nUSING INDEX m:{label}({', '.join(keys)})\n"
+        f"WHERE {where} AND {exists}{_VALID}\n"
+        f"WITH m ORDER BY {', '.join(f'm.{k} DESC' for k in keys)}{_RANKED_TAIL}"
+    )
+
+
+_RANKED_LATEST_EPISODES = _index_ranked("Episode", "", ("chain_at", "seq"))
+_RANKED_LATEST_RECORDED = _index_ranked("Memory", "type", ("recorded_at", "id"))
+_RANKED_GOALS_BY_STATUS = _index_ranked("Goal", "status", ("recorded_at", "id"))
+_RANKED_MOST_MENTIONED = _index_ranked("Memory", "type", ("mention_count", "recorded_at", "id"))
+# Event time outside the episode chain: not indexed (no profile group reads it).
+_RANKED_LATEST_EVENT = (
+    "\nMATCH (m:Memory)\nWHERE m.tenant = $tenant AND m.user_id = $user_id AND m.type = $type"
+    + _VALID
+    + "\nWITH m ORDER BY coalesce(m.occurred_at, m.recorded_at) DESC, m.id DESC"
+    + _RANKED_TAIL
+)
+
+
+def _ranked_statement(read: RankedRead) -> LiteralString:
+    if read.order is MemoryOrder.LATEST_EVENT:
+        if read.memory_type is MemoryType.EPISODE:
+            return _RANKED_LATEST_EPISODES
+        return _RANKED_LATEST_EVENT
+    if read.order is MemoryOrder.MOST_MENTIONED:
+        return _RANKED_MOST_MENTIONED
+    if read.memory_type is MemoryType.GOAL and read.goal_status is not None:
+        return _RANKED_GOALS_BY_STATUS
+    return _RANKED_LATEST_RECORDED
+
 
 async def fetch(
     tx: AsyncManagedTransaction, user: UserRef, ids: Sequence[str]
@@ -119,9 +175,15 @@ async def fetch(
 
 
 class Neo4jMemoryOps:
-    def __init__(self, conn: Connection, dimension: int = 0) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        dimension: int = 0,
+        change_log_max_entries: int = CHANGE_LOG_MAX_ENTRIES,
+    ) -> None:
         self._conn = conn
         self.dimension = dimension
+        self.change_log_max_entries = change_log_max_entries
 
     async def get_many(self, user: UserRef, ids: Sequence[str]) -> dict[str, Memory]:
         wanted = list(dict.fromkeys(ids))
@@ -167,7 +229,7 @@ class Neo4jMemoryOps:
             found = await rows(tx, _KINDS, {**base, "ids": [memory_id]})
             if not found:
                 return []
-            changes = ChangeLog(head.change_seq, now)
+            changes = ChangeLog(head.change_seq, now, self.change_log_max_entries)
             chain = ChainEdit(user)
             orphans: list[str] = []
             if found[0]["type"] == MemoryType.EPISODE.value:
@@ -194,11 +256,41 @@ class Neo4jMemoryOps:
             head = await lock_user(tx, user, now, create=False)
             if head is None:
                 return
-            changes = ChangeLog(head.change_seq, now)
+            changes = ChangeLog(head.change_seq, now, self.change_log_max_entries)
             await write_derived(tx, user, prepared, changes)
             await changes.flush(tx, user)
 
         await self._conn.write(work)
+
+    async def ranked(self, user: UserRef, reads: Sequence[RankedRead]) -> list[list[Memory]]:
+        for read in reads:
+            if read.limit <= 0:
+                raise ValueError("limit must be positive")
+            if read.goal_status is not None and read.memory_type is not MemoryType.GOAL:
+                raise ValueError("goal_status applies to goals only")
+        base = read_params(user)
+
+        async def work(tx: AsyncManagedTransaction) -> list[list[dict[str, Any]]]:
+            # One transaction: every group from the same snapshot.
+            out = []
+            for read in reads:
+                params = {
+                    **base,
+                    "type": MemoryType(read.memory_type).value,
+                    "status": read.goal_status.value if read.goal_status else None,
+                    "limit": read.limit,
+                }
+                out.append(await rows(tx, _ranked_statement(read), params))
+            return out
+
+        found = await self._conn.read(work) if reads else []
+        groups: list[list[Memory]] = []
+        for read, records in zip(reads, found, strict=True):
+            memories = [record_to_memory(r) for r in records]
+            # Index order, restored in case the provenance subquery did not keep it.
+            memories.sort(key=partial(best_first_key, read.order), reverse=True)
+            groups.append(memories)
+        return groups
 
     async def find_entities(self, user: UserRef, names: Sequence[str]) -> list[Entity]:
         # Normalising again is a no-op for callers that already did, and makes lookups agree

@@ -24,7 +24,8 @@ from persona_server.adapters.stores.values import to_us
 from persona_server.ports.graph_store import EmbeddingMismatchError, StoreUnavailableError
 
 # 2: DERIVED_FROM relationships carry tenant, user_id, memory_id and the episode's seq.
-SCHEMA_VERSION = 2
+# 3: goals carry their status as a property (indexed for the profile's active goals).
+SCHEMA_VERSION = 3
 _MIGRATION_BATCH = 10_000
 VECTOR_INDEX = "persona_memory_embedding"
 TEXT_INDEX = "persona_memory_text"
@@ -54,6 +55,15 @@ INDEXES: tuple[LiteralString, ...] = (
     "CREATE INDEX persona_episode_chain IF NOT EXISTS "
     "FOR (e:Episode) ON (e.tenant, e.user_id, e.chain_at, e.seq)",
     "CREATE INDEX persona_episode_due IF NOT EXISTS FOR (e:Episode) ON (e.extraction_due)",
+    # The bounded reads of MemoryOps.ranked (the profile), each read in index order to its limit.
+    "CREATE INDEX persona_memory_type_recorded IF NOT EXISTS "
+    "FOR (m:Memory) ON (m.tenant, m.user_id, m.type, m.recorded_at, m.id)",
+    "CREATE INDEX persona_memory_mentions IF NOT EXISTS "
+    "FOR (m:Memory) ON (m.tenant, m.user_id, m.type, m.mention_count, m.recorded_at, m.id)",
+    "CREATE INDEX persona_goal_status IF NOT EXISTS "
+    "FOR (g:Goal) ON (g.tenant, g.user_id, g.status, g.recorded_at, g.id)",
+    # Pruning the change log by age (changes.py).
+    "CREATE INDEX persona_change_at IF NOT EXISTS FOR (c:PersonaChange) ON (c.at)",
     "CREATE INDEX persona_entity_user IF NOT EXISTS FOR (n:Entity) ON (n.tenant, n.user_id)",
     "CREATE INDEX persona_fact_subject IF NOT EXISTS "
     "FOR (f:Fact) ON (f.tenant, f.user_id, f.subject_id)",
@@ -89,6 +99,21 @@ MATCH (m:Memory)-[r:DERIVED_FROM]->(e)
 WHERE r.seq IS NULL AND e.seq IS NOT NULL
 WITH m, r, e LIMIT $batch
 SET r.tenant = m.tenant, r.user_id = m.user_id, r.memory_id = m.id, r.seq = e.seq
+RETURN count(*) AS marked
+"""
+
+# Version 2 -> 3. The payload is JSON written by values.memory_fields with sorted keys and
+# the default separators, and the status is its only key holding these words as a value (inside
+# a JSON string a quote is escaped), so a substring test reads it exactly.
+_MARK_GOAL_STATUS = """
+MATCH (g:Goal)
+WHERE g.status IS NULL
+WITH g LIMIT $batch
+SET g.status = CASE
+    WHEN g.payload CONTAINS '"status": "achieved"' THEN 'achieved'
+    WHEN g.payload CONTAINS '"status": "abandoned"' THEN 'abandoned'
+    ELSE 'active'
+END
 RETURN count(*) AS marked
 """
 
@@ -153,11 +178,14 @@ async def _upgrade(conn: Connection) -> None:
     """Bring data written by an older server to the current layout. Every step is idempotent,
     so replicas starting together, or a start interrupted half way, are harmless."""
 
-    async def mark(tx: AsyncManagedTransaction) -> int:
-        return int((await rows(tx, _MARK_PROVENANCE, {"batch": _MIGRATION_BATCH}))[0]["marked"])
+    for statement in (_MARK_PROVENANCE, _MARK_GOAL_STATUS):
 
-    while await conn.write(mark):
-        pass
+        async def mark(tx: AsyncManagedTransaction, statement: LiteralString = statement) -> int:
+            found = await rows(tx, statement, {"batch": _MIGRATION_BATCH})
+            return int(found[0]["marked"])
+
+        while await conn.write(mark):
+            pass
 
     async def done(tx: AsyncManagedTransaction) -> None:
         await (await tx.run(_SET_VERSION, {"version": SCHEMA_VERSION})).consume()

@@ -37,6 +37,7 @@ from persona_server.adapters.stores.neo4j.search import Neo4jSearchOps
 from persona_server.adapters.stores.neo4j.users import Neo4jUserOps
 from persona_server.adapters.stores.neo4j.vectors import DEFAULT_MAX_BYTES, VectorCache
 from persona_server.ports.graph_store import (
+    CHANGE_LOG_MAX_ENTRIES,
     ChangeOps,
     EmbeddingMismatchError,
     EpisodeOps,
@@ -65,7 +66,10 @@ class Neo4jGraphStore:
         max_retry_time_s: float = DEFAULT_MAX_RETRY_TIME_S,
         ping_timeout_s: float = DEFAULT_PING_TIMEOUT_S,
         vector_cache_bytes: int = DEFAULT_MAX_BYTES,
+        change_log_max_entries: int = CHANGE_LOG_MAX_ENTRIES,
     ) -> None:
+        if change_log_max_entries < 1:
+            raise ValueError("change_log_max_entries must be at least 1")
         # An empty password means a server without authentication (the test harness).
         auth = (user, password) if password else None
         self._conn = Connection(
@@ -79,8 +83,8 @@ class Neo4jGraphStore:
         )
         self._conn.on_outage = self._outage
         self._cache = VectorCache(self._conn, vector_cache_bytes)
-        self._episodes = Neo4jEpisodeOps(self._conn)
-        self._memories = Neo4jMemoryOps(self._conn)
+        self._episodes = Neo4jEpisodeOps(self._conn, change_log_max_entries=change_log_max_entries)
+        self._memories = Neo4jMemoryOps(self._conn, change_log_max_entries=change_log_max_entries)
         self._search = Neo4jSearchOps(self._conn, self._cache)
         # Typed as the port's operation groups: GraphStore declares them as plain attributes.
         self.episodes: EpisodeOps = self._episodes

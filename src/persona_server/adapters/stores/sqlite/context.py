@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from persona_server.adapters.stores.sqlite.connection import Database
 from persona_server.adapters.stores.sqlite.vectors import VectorCache
+from persona_server.ports.graph_store import CHANGE_LOG_MAX_ENTRIES
 
 
 @dataclass
@@ -15,3 +16,5 @@ class StoreContext:
     dimension: int = 0
     # Whether FTS5 removes a deleted row's terms at once (SQLite 3.42+), see schema.py.
     fts_secure_delete: bool = False
+    # Each user's change log keeps this many newest entries (ChangeLog).
+    change_log_max_entries: int = CHANGE_LOG_MAX_ENTRIES

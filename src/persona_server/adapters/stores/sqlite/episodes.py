@@ -96,7 +96,7 @@ class SqliteEpisodeOps:
             plan.next_seq,
         )
 
-        changes = ChangeLog(conn, key, now)
+        changes = ChangeLog(conn, key, now, self._ctx.change_log_max_entries)
         upserts: list[VectorRow] = []
         removals: list[str] = []
         if inserts:

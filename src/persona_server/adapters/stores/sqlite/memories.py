@@ -40,7 +40,45 @@ from persona_server.domain.models import (
     UserRef,
 )
 from persona_server.domain.names import normalise_name
-from persona_server.ports.graph_store import DerivedWrite, MemoryFilter, Page
+from persona_server.ports.graph_store import (
+    DerivedWrite,
+    MemoryFilter,
+    MemoryOrder,
+    Page,
+    RankedRead,
+)
+
+# ORDER BY of each MemoryOrder, matching the column order of the index that serves it (schema.py):
+# SQLite then walks that index backwards and stops at the limit instead of sorting.
+_ORDER_SQL = {
+    MemoryOrder.LATEST_EVENT: "m.chain_at DESC, m.seq DESC",
+    MemoryOrder.LATEST_RECORDED: "m.recorded_at DESC, m.id DESC",
+    MemoryOrder.MOST_MENTIONED: "m.mention_count DESC, m.recorded_at DESC, m.id DESC",
+}
+# Outside the episode chain, event time falls back to record time as in the chain (chain_at).
+_LATEST_EVENT_ANY = "coalesce(m.occurred_at, m.recorded_at) DESC, m.id DESC"
+
+
+def ranked_sql(read: RankedRead) -> tuple[str, list[Any]]:
+    """The WHERE ... ORDER BY ... LIMIT ? clause of one `RankedRead` (after `user_key = ?`).
+
+    The type is written in as a literal (it is an enum value, never user input), because SQLite
+    only picks a partial index (`WHERE type = 'episode'`) when the query states the same literal.
+    """
+    if read.limit <= 0:
+        raise ValueError("limit must be positive")
+    memory_type = MemoryType(read.memory_type).value
+    sql = f"WHERE m.user_key = ? AND m.type = '{memory_type}' AND m.invalid_at IS NULL"
+    args: list[Any] = []
+    if read.goal_status is not None:
+        if read.memory_type is not MemoryType.GOAL:
+            raise ValueError("goal_status applies to goals only")
+        sql += " AND json_extract(m.payload, '$.status') = ?"
+        args.append(read.goal_status.value)
+    order = _ORDER_SQL[read.order]
+    if read.order is MemoryOrder.LATEST_EVENT and read.memory_type is not MemoryType.EPISODE:
+        order = _LATEST_EVENT_ANY
+    return f"{sql} ORDER BY {order} LIMIT ?", args
 
 
 class SqliteMemoryOps:
@@ -110,7 +148,7 @@ class SqliteMemoryOps:
                 if row is None:
                     return []
                 rowid, memory_type = row
-                changes = ChangeLog(conn, key, datetime.now(UTC))
+                changes = ChangeLog(conn, key, datetime.now(UTC), self._ctx.change_log_max_entries)
                 # Detach before deleting: the FK cascade would drop the provenance rows that
                 # tell which memories were derived only from this episode.
                 orphans = (
@@ -159,7 +197,7 @@ class SqliteMemoryOps:
             # provenance to hang on, so it is dropped rather than resurrected.
             return None
         episode_rowid: int = episode[0]
-        changes = ChangeLog(conn, key, datetime.now(UTC))
+        changes = ChangeLog(conn, key, datetime.now(UTC), self._ctx.change_log_max_entries)
 
         existing: dict[str, tuple[int, str]] = {}
         for chunk in chunks([m.id for m in memories]):
@@ -287,6 +325,21 @@ class SqliteMemoryOps:
                 )
             )
         return out
+
+    async def ranked(self, user: UserRef, reads: Sequence[RankedRead]) -> list[list[Memory]]:
+        statements = [ranked_sql(r) for r in reads]
+
+        def run(conn: sqlite3.Connection) -> list[list[Memory]]:
+            with read_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return [[] for _ in reads]
+                return [
+                    load_memories(conn, sql, [key, *args, read.limit])
+                    for read, (sql, args) in zip(reads, statements, strict=True)
+                ]
+
+        return await self._ctx.db.read(run)
 
     async def find_entities(self, user: UserRef, names: Sequence[str]) -> list[Entity]:
         # Normalising again is a no-op for callers that already did, and makes lookups agree

@@ -79,6 +79,15 @@ CREATE INDEX IF NOT EXISTS memories_subject
     ON memories (user_key, subject_id) WHERE subject_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS memories_object
     ON memories (user_key, object_id) WHERE object_id IS NOT NULL;
+-- The bounded reads of MemoryOps.ranked (the profile): each walks one index backwards from the
+-- user's best entry and stops at its limit.
+CREATE INDEX IF NOT EXISTS memories_type_recorded
+    ON memories (user_key, type, recorded_at, id);
+CREATE INDEX IF NOT EXISTS memories_mentions
+    ON memories (user_key, type, mention_count, recorded_at, id) WHERE invalid_at IS NULL;
+CREATE INDEX IF NOT EXISTS memories_goal_status
+    ON memories (user_key, json_extract(payload, '$.status'), recorded_at, id)
+    WHERE type = 'goal';
 
 CREATE TABLE IF NOT EXISTS vectors (
     memory_rowid INTEGER PRIMARY KEY REFERENCES memories(rowid) ON DELETE CASCADE,
@@ -116,6 +125,7 @@ CREATE TABLE IF NOT EXISTS changes (
     at          INTEGER NOT NULL,
     PRIMARY KEY (user_key, seq)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS changes_at ON changes (at);
 
 -- An episode is indexed with its speaker ("Caroline: ..."): who said it is part of what it means,
 -- and questions name people.

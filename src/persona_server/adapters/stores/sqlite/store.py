@@ -16,6 +16,7 @@ from persona_server.adapters.stores.sqlite.search import SqliteSearchOps
 from persona_server.adapters.stores.sqlite.users import SqliteUserOps
 from persona_server.adapters.stores.sqlite.vectors import VectorCache
 from persona_server.ports.graph_store import (
+    CHANGE_LOG_MAX_ENTRIES,
     ChangeOps,
     EmbeddingMismatchError,
     EpisodeOps,
@@ -42,10 +43,17 @@ class SqliteGraphStore:
         *,
         readers: int = 2,
         vector_cache_bytes: int = DEFAULT_VECTOR_CACHE_BYTES,
+        change_log_max_entries: int = CHANGE_LOG_MAX_ENTRIES,
     ) -> None:
+        if change_log_max_entries < 1:
+            raise ValueError("change_log_max_entries must be at least 1")
         self.path = Path(path)
         self._db = Database(self.path, readers=readers)
-        self._ctx = StoreContext(db=self._db, cache=VectorCache(0, vector_cache_bytes))
+        self._ctx = StoreContext(
+            db=self._db,
+            cache=VectorCache(0, vector_cache_bytes),
+            change_log_max_entries=change_log_max_entries,
+        )
         # Typed as the port's operation groups: GraphStore declares them as plain attributes,
         # and mypy checks those invariantly.
         self.episodes: EpisodeOps = SqliteEpisodeOps(self._ctx)

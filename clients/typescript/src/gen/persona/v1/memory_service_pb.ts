@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file persona/v1/memory_service.proto.
  */
 export const file_persona_v1_memory_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9wZXJzb25hL3YxL21lbW9yeV9zZXJ2aWNlLnByb3RvEgpwZXJzb25hLnYxIqkCCgpJbmdlc3RJdGVtEgwKBHRleHQYASABKAkSEQoJc291cmNlX2lkGAIgASgJEi8KC29jY3VycmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgtzb3VyY2VfdHlwZRgEIAEoDjIWLnBlcnNvbmEudjEuU291cmNlVHlwZRIPCgdzcGVha2VyGAUgASgJEiIKBHJvbGUYBiABKA4yFC5wZXJzb25hLnYxLkNoYXRSb2xlEjYKCG1ldGFkYXRhGAcgAygLMiQucGVyc29uYS52MS5Jbmdlc3RJdGVtLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInUKDUluZ2VzdFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIlCgVpdGVtcxgCIAMoCzIWLnBlcnNvbmEudjEuSW5nZXN0SXRlbRIPCgdyZXBsYWNlGAMgASgIEhsKE3dhaXRfZm9yX2V4dHJhY3Rpb24YBCABKAgikwEKDEluZ2VzdFJlc3VsdBISCgplcGlzb2RlX2lkGAEgASgJEhEKCXNvdXJjZV9pZBgCIAEoCRIqCgdvdXRjb21lGAMgASgOMhkucGVyc29uYS52MS5Jbmdlc3RPdXRjb21lEjAKCmV4dHJhY3Rpb24YBCABKAsyHC5wZXJzb25hLnYxLkV4dHJhY3Rpb25TdGF0dXMiOwoOSW5nZXN0UmVzcG9uc2USKQoHcmVzdWx0cxgBIAMoCzIYLnBlcnNvbmEudjEuSW5nZXN0UmVzdWx0Il8KCVRpbWVSYW5nZRIpCgVzdGFydBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoDZW5kGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLLAQoMUmVjYWxsRmlsdGVyEiUKBXR5cGVzGAEgAygOMhYucGVyc29uYS52MS5NZW1vcnlUeXBlEikKCnRpbWVfcmFuZ2UYAiABKAsyFS5wZXJzb25hLnYxLlRpbWVSYW5nZRI4CghtZXRhZGF0YRgDIAMoCzImLnBlcnNvbmEudjEuUmVjYWxsRmlsdGVyLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsMBCg1SZWNhbGxSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDQoFcXVlcnkYAiABKAkSEwoLbWF4X3Jlc3VsdHMYAyABKAUSKAoGZmlsdGVyGAQgASgLMhgucGVyc29uYS52MS5SZWNhbGxGaWx0ZXISDwoHZXhwbGFpbhgFIAEoCBIXCg9pbmNsdWRlX2hpc3RvcnkYBiABKAgSKQoFYXNfb2YYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjwKDENoYW5uZWxTY29yZRIPCgdjaGFubmVsGAEgASgJEgwKBHJhbmsYAiABKAUSDQoFc2NvcmUYAyABKAEibQoMUmVjYWxsUmVzdWx0EiIKBm1lbW9yeRgBIAEoCzISLnBlcnNvbmEudjEuTWVtb3J5Eg0KBXNjb3JlGAIgASgBEioKCGNoYW5uZWxzGAMgAygLMhgucGVyc29uYS52MS5DaGFubmVsU2NvcmUiUgoOUmVjYWxsUmVzcG9uc2USKQoHcmVzdWx0cxgBIAMoCzIYLnBlcnNvbmEudjEuUmVjYWxsUmVzdWx0EhUKDWNvbnRleHRfYmxvY2sYAiABKAkiZAoUQXNrU3RydWN0dXJlZFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIQCghxdWVzdGlvbhgCIAEoCRITCgtqc29uX3NjaGVtYRgDIAEoCRIUCgxtYXhfbWVtb3JpZXMYBCABKAUiVwoIQ2l0YXRpb24SEQoJbWVtb3J5X2lkGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZXJzb25hLnYxLk1lbW9yeVR5cGUSEgoKc291cmNlX2lkcxgDIAMoCSJnChVBc2tTdHJ1Y3R1cmVkUmVzcG9uc2USEwoLYW5zd2VyX2pzb24YASABKAkSJwoJY2l0YXRpb25zGAIgAygLMhQucGVyc29uYS52MS5DaXRhdGlvbhIQCghhbnN3ZXJlZBgDIAEoCCKjAQoUU3RyZWFtQ29udGV4dFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRINCgVxdWVyeRgCIAEoCRITCgttYXhfcmVzdWx0cxgDIAEoBRIlCgV0eXBlcxgEIAMoDjIWLnBlcnNvbmEudjEuTWVtb3J5VHlwZRIUCgxyZXN1bWVfdG9rZW4YBSABKAkSGQoRaGVhcnRiZWF0X3NlY29uZHMYBiABKAUiUwoPQ29udGV4dFNuYXBzaG90EikKB3Jlc3VsdHMYASADKAsyGC5wZXJzb25hLnYxLlJlY2FsbFJlc3VsdBIVCg1jb250ZXh0X2Jsb2NrGAIgASgJIl8KDUNvbnRleHRDaGFuZ2USJAoEa2luZBgBIAEoDjIWLnBlcnNvbmEudjEuQ2hhbmdlS2luZBIoCgZyZXN1bHQYAiABKAsyGC5wZXJzb25hLnYxLlJlY2FsbFJlc3VsdCI7Cg1Db250ZXh0VXBkYXRlEioKB2NoYW5nZXMYASADKAsyGS5wZXJzb25hLnYxLkNvbnRleHRDaGFuZ2UiPAoJSGVhcnRiZWF0Ei8KC3NlcnZlcl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLAAQoVU3RyZWFtQ29udGV4dFJlc3BvbnNlEhQKDHJlc3VtZV90b2tlbhgBIAEoCRIvCghzbmFwc2hvdBgCIAEoCzIbLnBlcnNvbmEudjEuQ29udGV4dFNuYXBzaG90SAASKwoGdXBkYXRlGAMgASgLMhkucGVyc29uYS52MS5Db250ZXh0VXBkYXRlSAASKgoJaGVhcnRiZWF0GAQgASgLMhUucGVyc29uYS52MS5IZWFydGJlYXRIAEIHCgVldmVudCI2ChBHZXRNZW1vcnlSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJbWVtb3J5X2lkGAIgASgJIjcKEUdldE1lbW9yeVJlc3BvbnNlEiIKBm1lbW9yeRgBIAEoCzISLnBlcnNvbmEudjEuTWVtb3J5IpEBChNMaXN0TWVtb3JpZXNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSJQoFdHlwZXMYBCADKA4yFi5wZXJzb25hLnYxLk1lbW9yeVR5cGUSGwoTaW5jbHVkZV9pbnZhbGlkYXRlZBgFIAEoCCJVChRMaXN0TWVtb3JpZXNSZXNwb25zZRIkCghtZW1vcmllcxgBIAMoCzISLnBlcnNvbmEudjEuTWVtb3J5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI5ChNEZWxldGVNZW1vcnlSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJbWVtb3J5X2lkGAIgASgJIisKFERlbGV0ZU1lbW9yeVJlc3BvbnNlEhMKC2RlbGV0ZWRfaWRzGAEgAygJIiQKEURlbGV0ZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiLgoSRGVsZXRlVXNlclJlc3BvbnNlEhgKEGRlbGV0ZWRfbWVtb3JpZXMYASABKAMqhgEKDUluZ2VzdE91dGNvbWUSHgoaSU5HRVNUX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZJTkdFU1RfT1VUQ09NRV9DUkVBVEVEEAESHAoYSU5HRVNUX09VVENPTUVfVU5DSEFOR0VEEAISGwoXSU5HRVNUX09VVENPTUVfUkVQTEFDRUQQAyqPAQoKQ2hhbmdlS2luZBIbChdDSEFOR0VfS0lORF9VTlNQRUNJRklFRBAAEhUKEUNIQU5HRV9LSU5EX0FEREVEEAESFwoTQ0hBTkdFX0tJTkRfVVBEQVRFRBACEhsKF0NIQU5HRV9LSU5EX0lOVkFMSURBVEVEEAMSFwoTQ0hBTkdFX0tJTkRfREVMRVRFRBAEMvwECg1NZW1vcnlTZXJ2aWNlEj8KBkluZ2VzdBIZLnBlcnNvbmEudjEuSW5nZXN0UmVxdWVzdBoaLnBlcnNvbmEudjEuSW5nZXN0UmVzcG9uc2USPwoGUmVjYWxsEhkucGVyc29uYS52MS5SZWNhbGxSZXF1ZXN0GhoucGVyc29uYS52MS5SZWNhbGxSZXNwb25zZRJUCg1Bc2tTdHJ1Y3R1cmVkEiAucGVyc29uYS52MS5Bc2tTdHJ1Y3R1cmVkUmVxdWVzdBohLnBlcnNvbmEudjEuQXNrU3RydWN0dXJlZFJlc3BvbnNlElYKDVN0cmVhbUNvbnRleHQSIC5wZXJzb25hLnYxLlN0cmVhbUNvbnRleHRSZXF1ZXN0GiEucGVyc29uYS52MS5TdHJlYW1Db250ZXh0UmVzcG9uc2UwARJICglHZXRNZW1vcnkSHC5wZXJzb25hLnYxLkdldE1lbW9yeVJlcXVlc3QaHS5wZXJzb25hLnYxLkdldE1lbW9yeVJlc3BvbnNlElEKDExpc3RNZW1vcmllcxIfLnBlcnNvbmEudjEuTGlzdE1lbW9yaWVzUmVxdWVzdBogLnBlcnNvbmEudjEuTGlzdE1lbW9yaWVzUmVzcG9uc2USUQoMRGVsZXRlTWVtb3J5Eh8ucGVyc29uYS52MS5EZWxldGVNZW1vcnlSZXF1ZXN0GiAucGVyc29uYS52MS5EZWxldGVNZW1vcnlSZXNwb25zZRJLCgpEZWxldGVVc2VyEh0ucGVyc29uYS52MS5EZWxldGVVc2VyUmVxdWVzdBoeLnBlcnNvbmEudjEuRGVsZXRlVXNlclJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_persona_v1_memory]);
+  fileDesc("Ch9wZXJzb25hL3YxL21lbW9yeV9zZXJ2aWNlLnByb3RvEgpwZXJzb25hLnYxIqkCCgpJbmdlc3RJdGVtEgwKBHRleHQYASABKAkSEQoJc291cmNlX2lkGAIgASgJEi8KC29jY3VycmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgtzb3VyY2VfdHlwZRgEIAEoDjIWLnBlcnNvbmEudjEuU291cmNlVHlwZRIPCgdzcGVha2VyGAUgASgJEiIKBHJvbGUYBiABKA4yFC5wZXJzb25hLnYxLkNoYXRSb2xlEjYKCG1ldGFkYXRhGAcgAygLMiQucGVyc29uYS52MS5Jbmdlc3RJdGVtLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInUKDUluZ2VzdFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIlCgVpdGVtcxgCIAMoCzIWLnBlcnNvbmEudjEuSW5nZXN0SXRlbRIPCgdyZXBsYWNlGAMgASgIEhsKE3dhaXRfZm9yX2V4dHJhY3Rpb24YBCABKAgikwEKDEluZ2VzdFJlc3VsdBISCgplcGlzb2RlX2lkGAEgASgJEhEKCXNvdXJjZV9pZBgCIAEoCRIqCgdvdXRjb21lGAMgASgOMhkucGVyc29uYS52MS5Jbmdlc3RPdXRjb21lEjAKCmV4dHJhY3Rpb24YBCABKAsyHC5wZXJzb25hLnYxLkV4dHJhY3Rpb25TdGF0dXMiOwoOSW5nZXN0UmVzcG9uc2USKQoHcmVzdWx0cxgBIAMoCzIYLnBlcnNvbmEudjEuSW5nZXN0UmVzdWx0Il8KCVRpbWVSYW5nZRIpCgVzdGFydBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoDZW5kGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLLAQoMUmVjYWxsRmlsdGVyEiUKBXR5cGVzGAEgAygOMhYucGVyc29uYS52MS5NZW1vcnlUeXBlEikKCnRpbWVfcmFuZ2UYAiABKAsyFS5wZXJzb25hLnYxLlRpbWVSYW5nZRI4CghtZXRhZGF0YRgDIAMoCzImLnBlcnNvbmEudjEuUmVjYWxsRmlsdGVyLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsMBCg1SZWNhbGxSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDQoFcXVlcnkYAiABKAkSEwoLbWF4X3Jlc3VsdHMYAyABKAUSKAoGZmlsdGVyGAQgASgLMhgucGVyc29uYS52MS5SZWNhbGxGaWx0ZXISDwoHZXhwbGFpbhgFIAEoCBIXCg9pbmNsdWRlX2hpc3RvcnkYBiABKAgSKQoFYXNfb2YYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjwKDENoYW5uZWxTY29yZRIPCgdjaGFubmVsGAEgASgJEgwKBHJhbmsYAiABKAUSDQoFc2NvcmUYAyABKAEibQoMUmVjYWxsUmVzdWx0EiIKBm1lbW9yeRgBIAEoCzISLnBlcnNvbmEudjEuTWVtb3J5Eg0KBXNjb3JlGAIgASgBEioKCGNoYW5uZWxzGAMgAygLMhgucGVyc29uYS52MS5DaGFubmVsU2NvcmUiUgoOUmVjYWxsUmVzcG9uc2USKQoHcmVzdWx0cxgBIAMoCzIYLnBlcnNvbmEudjEuUmVjYWxsUmVzdWx0EhUKDWNvbnRleHRfYmxvY2sYAiABKAkiZAoUQXNrU3RydWN0dXJlZFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIQCghxdWVzdGlvbhgCIAEoCRITCgtqc29uX3NjaGVtYRgDIAEoCRIUCgxtYXhfbWVtb3JpZXMYBCABKAUiVwoIQ2l0YXRpb24SEQoJbWVtb3J5X2lkGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZXJzb25hLnYxLk1lbW9yeVR5cGUSEgoKc291cmNlX2lkcxgDIAMoCSJnChVBc2tTdHJ1Y3R1cmVkUmVzcG9uc2USEwoLYW5zd2VyX2pzb24YASABKAkSJwoJY2l0YXRpb25zGAIgAygLMhQucGVyc29uYS52MS5DaXRhdGlvbhIQCghhbnN3ZXJlZBgDIAEoCCKjAQoUU3RyZWFtQ29udGV4dFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRINCgVxdWVyeRgCIAEoCRITCgttYXhfcmVzdWx0cxgDIAEoBRIlCgV0eXBlcxgEIAMoDjIWLnBlcnNvbmEudjEuTWVtb3J5VHlwZRIUCgxyZXN1bWVfdG9rZW4YBSABKAkSGQoRaGVhcnRiZWF0X3NlY29uZHMYBiABKAUiUwoPQ29udGV4dFNuYXBzaG90EikKB3Jlc3VsdHMYASADKAsyGC5wZXJzb25hLnYxLlJlY2FsbFJlc3VsdBIVCg1jb250ZXh0X2Jsb2NrGAIgASgJIm0KDUNvbnRleHRDaGFuZ2USJAoEa2luZBgBIAEoDjIWLnBlcnNvbmEudjEuQ2hhbmdlS2luZBIoCgZyZXN1bHQYAiABKAsyGC5wZXJzb25hLnYxLlJlY2FsbFJlc3VsdBIMCgRyYW5rGAMgASgFImUKDUNvbnRleHRNZW1iZXISEQoJbWVtb3J5X2lkGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZXJzb25hLnYxLk1lbW9yeVR5cGUSDAoEcmFuaxgDIAEoBRINCgVzY29yZRgEIAEoASJnCg1Db250ZXh0VXBkYXRlEioKB2NoYW5nZXMYASADKAsyGS5wZXJzb25hLnYxLkNvbnRleHRDaGFuZ2USKgoHbWVtYmVycxgCIAMoCzIZLnBlcnNvbmEudjEuQ29udGV4dE1lbWJlciI8CglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIu8BChVTdHJlYW1Db250ZXh0UmVzcG9uc2USFAoMcmVzdW1lX3Rva2VuGAEgASgJEi8KCHNuYXBzaG90GAIgASgLMhsucGVyc29uYS52MS5Db250ZXh0U25hcHNob3RIABIrCgZ1cGRhdGUYAyABKAsyGS5wZXJzb25hLnYxLkNvbnRleHRVcGRhdGVIABIqCgloZWFydGJlYXQYBCABKAsyFS5wZXJzb25hLnYxLkhlYXJ0YmVhdEgAEi0KBnJlc3luYxgFIAEoCzIbLnBlcnNvbmEudjEuQ29udGV4dFNuYXBzaG90SABCBwoFZXZlbnQiNgoQR2V0TWVtb3J5UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCW1lbW9yeV9pZBgCIAEoCSI3ChFHZXRNZW1vcnlSZXNwb25zZRIiCgZtZW1vcnkYASABKAsyEi5wZXJzb25hLnYxLk1lbW9yeSKRAQoTTGlzdE1lbW9yaWVzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEiUKBXR5cGVzGAQgAygOMhYucGVyc29uYS52MS5NZW1vcnlUeXBlEhsKE2luY2x1ZGVfaW52YWxpZGF0ZWQYBSABKAgiVQoUTGlzdE1lbW9yaWVzUmVzcG9uc2USJAoIbWVtb3JpZXMYASADKAsyEi5wZXJzb25hLnYxLk1lbW9yeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOQoTRGVsZXRlTWVtb3J5UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCW1lbW9yeV9pZBgCIAEoCSIrChREZWxldGVNZW1vcnlSZXNwb25zZRITCgtkZWxldGVkX2lkcxgBIAMoCSIkChFEZWxldGVVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIi4KEkRlbGV0ZVVzZXJSZXNwb25zZRIYChBkZWxldGVkX21lbW9yaWVzGAEgASgDKoYBCg1Jbmdlc3RPdXRjb21lEh4KGklOR0VTVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGgoWSU5HRVNUX09VVENPTUVfQ1JFQVRFRBABEhwKGElOR0VTVF9PVVRDT01FX1VOQ0hBTkdFRBACEhsKF0lOR0VTVF9PVVRDT01FX1JFUExBQ0VEEAMqvgEKCkNoYW5nZUtpbmQSGwoXQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIVChFDSEFOR0VfS0lORF9BRERFRBABEhcKE0NIQU5HRV9LSU5EX1VQREFURUQQAhIbChdDSEFOR0VfS0lORF9JTlZBTElEQVRFRBADEhcKE0NIQU5HRV9LSU5EX0RFTEVURUQQBBIXChNDSEFOR0VfS0lORF9FTlRFUkVEEAUSFAoQQ0hBTkdFX0tJTkRfTEVGVBAGMvwECg1NZW1vcnlTZXJ2aWNlEj8KBkluZ2VzdBIZLnBlcnNvbmEudjEuSW5nZXN0UmVxdWVzdBoaLnBlcnNvbmEudjEuSW5nZXN0UmVzcG9uc2USPwoGUmVjYWxsEhkucGVyc29uYS52MS5SZWNhbGxSZXF1ZXN0GhoucGVyc29uYS52MS5SZWNhbGxSZXNwb25zZRJUCg1Bc2tTdHJ1Y3R1cmVkEiAucGVyc29uYS52MS5Bc2tTdHJ1Y3R1cmVkUmVxdWVzdBohLnBlcnNvbmEudjEuQXNrU3RydWN0dXJlZFJlc3BvbnNlElYKDVN0cmVhbUNvbnRleHQSIC5wZXJzb25hLnYxLlN0cmVhbUNvbnRleHRSZXF1ZXN0GiEucGVyc29uYS52MS5TdHJlYW1Db250ZXh0UmVzcG9uc2UwARJICglHZXRNZW1vcnkSHC5wZXJzb25hLnYxLkdldE1lbW9yeVJlcXVlc3QaHS5wZXJzb25hLnYxLkdldE1lbW9yeVJlc3BvbnNlElEKDExpc3RNZW1vcmllcxIfLnBlcnNvbmEudjEuTGlzdE1lbW9yaWVzUmVxdWVzdBogLnBlcnNvbmEudjEuTGlzdE1lbW9yaWVzUmVzcG9uc2USUQoMRGVsZXRlTWVtb3J5Eh8ucGVyc29uYS52MS5EZWxldGVNZW1vcnlSZXF1ZXN0GiAucGVyc29uYS52MS5EZWxldGVNZW1vcnlSZXNwb25zZRJLCgpEZWxldGVVc2VyEh0ucGVyc29uYS52MS5EZWxldGVVc2VyUmVxdWVzdBoeLnBlcnNvbmEudjEuRGVsZXRlVXNlclJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_persona_v1_memory]);
 
 /**
  * IngestItem is one text or chat message to remember.
@@ -527,6 +527,23 @@ export const AskStructuredResponseSchema: GenMessage<AskStructuredResponse> = /*
 /**
  * StreamContextRequest subscribes to a user's context.
  *
+ * The context is a ranked set of memories, and every event is defined against it:
+ * - With a `query`, the context is what Recall returns for that query, `max_results` and
+ *   `types` (no time range, no history: invalidated facts never belong to it). Rank r is the
+ *   r-th Recall result and `score` its fused Recall score, evaluated on the store as of the
+ *   event. The snapshot is that ranking when the subscription starts; each update is the
+ *   difference between the ranking as of the previous event and as of this one. The query is
+ *   embedded once per subscription; stored memories are never embedded again. Every distinct
+ *   (query, max_results, types) of a user costs one Recall per batch of that user's changes,
+ *   shared by all streams that ask the same.
+ * - Without a query, the context is the user's profile: four groups, each of at most
+ *   `max_results` memories, each in its own order: active goals (most recently recorded
+ *   first), the strongest psyche items (most mentioned first, then most recently recorded),
+ *   key entities (same order; the user's own entity aside) and the most recent episodes
+ *   (latest event time first).
+ *   Ties go to the larger memory id. Invalidated memories are left out. Rank is the place
+ *   within the memory's group (its type), and `score` is 1/rank.
+ *
  * @generated from message persona.v1.StreamContextRequest
  */
 export type StreamContextRequest = Message<"persona.v1.StreamContextRequest"> & {
@@ -538,30 +555,37 @@ export type StreamContextRequest = Message<"persona.v1.StreamContextRequest"> & 
   userId: string;
 
   /**
-   * Optional query or topic: the snapshot is Recall for it, and updates are the changed memories
-   * that matter to it. Empty: the most recent memories.
+   * Optional query or topic: the context is Recall for it. Empty: the user's profile.
    *
    * @generated from field: string query = 2;
    */
   query: string;
 
   /**
-   * Size of the snapshot, 1 to 100; 0 means 10.
+   * With a query, the size of the context; without one, the size of each profile group.
+   * 1 to 100; 0 means 10.
    *
    * @generated from field: int32 max_results = 3;
    */
   maxResults: number;
 
   /**
-   * Only these memory types; empty means every type.
+   * Only these memory types; empty means every type. Without a query these select the profile
+   * groups (goal, psyche, entity, episode); facts belong to no group, so they need a query.
    *
    * @generated from field: repeated persona.v1.MemoryType types = 4;
    */
   types: MemoryType[];
 
   /**
-   * A resume token from an earlier event of the same user: the server sends the changes made
-   * since then instead of a new snapshot. Empty: start with a snapshot.
+   * A resume token from an earlier event of the same user: the server sends what changed in
+   * the context since that event instead of a new snapshot, nothing missed and nothing twice.
+   * A token names a change-log position and the memories the context held there. The change
+   * log keeps each user's most recent changes (`PERSONA_CHANGE_LOG_MAX_ENTRIES`, default
+   * 10000) for a limited time (`PERSONA_CHANGE_LOG_MAX_AGE_S`, default 7 days): an older token
+   * fails with OUT_OF_RANGE, and the client should subscribe again without a token. A token
+   * this server did not issue for this user fails with INVALID_ARGUMENT on `resume_token`.
+   * Empty: start with a snapshot.
    *
    * @generated from field: string resume_token = 5;
    */
@@ -583,13 +607,14 @@ export const StreamContextRequestSchema: GenMessage<StreamContextRequest> = /*@_
   messageDesc(file_persona_v1_memory_service, 13);
 
 /**
- * ContextSnapshot is the context at the start of a subscription.
+ * ContextSnapshot is the whole context: at the start of a subscription, or on a resync.
  *
  * @generated from message persona.v1.ContextSnapshot
  */
 export type ContextSnapshot = Message<"persona.v1.ContextSnapshot"> & {
   /**
-   * The memories, best first.
+   * The memories in rank order; without a query, group by group (goals, psyche, entities,
+   * episodes), each group in rank order.
    *
    * @generated from field: repeated persona.v1.RecallResult results = 1;
    */
@@ -611,7 +636,7 @@ export const ContextSnapshotSchema: GenMessage<ContextSnapshot> = /*@__PURE__*/
   messageDesc(file_persona_v1_memory_service, 14);
 
 /**
- * ContextChange is one changed memory.
+ * ContextChange is one memory that entered, changed in or left the context.
  *
  * @generated from message persona.v1.ContextChange
  */
@@ -624,11 +649,20 @@ export type ContextChange = Message<"persona.v1.ContextChange"> & {
   kind: ChangeKind;
 
   /**
-   * The memory as it is now (for deletions only id and type are set), with its relevance score.
+   * The memory as it is now (for deletions and `LEFT` only id and type are set), with its
+   * score in the context's ranking as of this event (0 when it is not in the context).
    *
    * @generated from field: persona.v1.RecallResult result = 2;
    */
   result?: RecallResult | undefined;
+
+  /**
+   * The memory's 1-based rank in the context as of this event (see StreamContextRequest), or
+   * 0 when it is not, or no longer, in the context.
+   *
+   * @generated from field: int32 rank = 3;
+   */
+  rank: number;
 };
 
 /**
@@ -639,17 +673,70 @@ export const ContextChangeSchema: GenMessage<ContextChange> = /*@__PURE__*/
   messageDesc(file_persona_v1_memory_service, 15);
 
 /**
- * ContextUpdate carries changes since the previous event.
+ * ContextMember is one memory of the context, by reference.
+ *
+ * @generated from message persona.v1.ContextMember
+ */
+export type ContextMember = Message<"persona.v1.ContextMember"> & {
+  /**
+   * The memory's id.
+   *
+   * @generated from field: string memory_id = 1;
+   */
+  memoryId: string;
+
+  /**
+   * The memory's type (without a query, its profile group).
+   *
+   * @generated from field: persona.v1.MemoryType type = 2;
+   */
+  type: MemoryType;
+
+  /**
+   * Its 1-based rank (within its group without a query).
+   *
+   * @generated from field: int32 rank = 3;
+   */
+  rank: number;
+
+  /**
+   * Its score in the ranking as of this event.
+   *
+   * @generated from field: double score = 4;
+   */
+  score: number;
+};
+
+/**
+ * Describes the message persona.v1.ContextMember.
+ * Use `create(ContextMemberSchema)` to create a new message.
+ */
+export const ContextMemberSchema: GenMessage<ContextMember> = /*@__PURE__*/
+  messageDesc(file_persona_v1_memory_service, 16);
+
+/**
+ * ContextUpdate carries what changed in the context since the previous event.
  *
  * @generated from message persona.v1.ContextUpdate
  */
 export type ContextUpdate = Message<"persona.v1.ContextUpdate"> & {
   /**
-   * The changes, oldest first.
+   * The memories that entered, changed in or left the context; each at most once per update,
+   * with its rank and score as of this event. Memories that did not change are not listed
+   * although their ranks and scores move when others enter or leave: `members` has them all.
    *
    * @generated from field: repeated persona.v1.ContextChange changes = 1;
    */
   changes: ContextChange[];
+
+  /**
+   * The whole context after this update, in rank order (without a query, group by group), by
+   * reference. A client that applied every earlier event holds each of these memories already
+   * or finds it in `changes`; anything it holds that is not listed has left the context.
+   *
+   * @generated from field: repeated persona.v1.ContextMember members = 2;
+   */
+  members: ContextMember[];
 };
 
 /**
@@ -657,7 +744,7 @@ export type ContextUpdate = Message<"persona.v1.ContextUpdate"> & {
  * Use `create(ContextUpdateSchema)` to create a new message.
  */
 export const ContextUpdateSchema: GenMessage<ContextUpdate> = /*@__PURE__*/
-  messageDesc(file_persona_v1_memory_service, 16);
+  messageDesc(file_persona_v1_memory_service, 17);
 
 /**
  * Heartbeat tells the client the stream is alive.
@@ -678,10 +765,16 @@ export type Heartbeat = Message<"persona.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_persona_v1_memory_service, 17);
+  messageDesc(file_persona_v1_memory_service, 18);
 
 /**
  * StreamContextResponse is one event of the context stream.
+ *
+ * Backpressure: each stream holds a bounded buffer of changes not yet sent, coalesced per
+ * memory (a memory's latest state replaces an earlier pending one, so a consumer that reads
+ * slower than the context changes gets fewer, larger updates). When more than
+ * `PERSONA_STREAM_BUFFER` memories (default 256) are pending, they are dropped and the next
+ * event is a `resync`. Heartbeats are sent only when nothing is pending.
  *
  * @generated from message persona.v1.StreamContextResponse
  */
@@ -708,7 +801,7 @@ export type StreamContextResponse = Message<"persona.v1.StreamContextResponse"> 
     case: "snapshot";
   } | {
     /**
-     * Memories changed.
+     * What changed in the context.
      *
      * @generated from field: persona.v1.ContextUpdate update = 3;
      */
@@ -722,6 +815,16 @@ export type StreamContextResponse = Message<"persona.v1.StreamContextResponse"> 
      */
     value: Heartbeat;
     case: "heartbeat";
+  } | {
+    /**
+     * The context afresh, sent instead of updates when this stream fell too far behind (its
+     * buffer overflowed) or resumed from a token that names no context (issued by an older
+     * server). Replace everything held from earlier events with it, as with a snapshot.
+     *
+     * @generated from field: persona.v1.ContextSnapshot resync = 5;
+     */
+    value: ContextSnapshot;
+    case: "resync";
   } | { case: undefined; value?: undefined };
 };
 
@@ -730,7 +833,7 @@ export type StreamContextResponse = Message<"persona.v1.StreamContextResponse"> 
  * Use `create(StreamContextResponseSchema)` to create a new message.
  */
 export const StreamContextResponseSchema: GenMessage<StreamContextResponse> = /*@__PURE__*/
-  messageDesc(file_persona_v1_memory_service, 18);
+  messageDesc(file_persona_v1_memory_service, 19);
 
 /**
  * GetMemoryRequest names one memory.
@@ -758,7 +861,7 @@ export type GetMemoryRequest = Message<"persona.v1.GetMemoryRequest"> & {
  * Use `create(GetMemoryRequestSchema)` to create a new message.
  */
 export const GetMemoryRequestSchema: GenMessage<GetMemoryRequest> = /*@__PURE__*/
-  messageDesc(file_persona_v1_memory_service, 19);
+  messageDesc(file_persona_v1_memory_service, 20);
 
 /**
  * GetMemoryResponse holds the memory.
@@ -779,7 +882,7 @@ export type GetMemoryResponse = Message<"persona.v1.GetMemoryResponse"> & {
  * Use `create(GetMemoryResponseSchema)` to create a new message.
  */
 export const GetMemoryResponseSchema: GenMessage<GetMemoryResponse> = /*@__PURE__*/
-  messageDesc(file_persona_v1_memory_service, 20);
+  messageDesc(file_persona_v1_memory_service, 21);
 
 /**
  * ListMemoriesRequest asks for one page of a user's memories.
@@ -828,7 +931,7 @@ export type ListMemoriesRequest = Message<"persona.v1.ListMemoriesRequest"> & {
  * Use `create(ListMemoriesRequestSchema)` to create a new message.
  */
 export const ListMemoriesRequestSchema: GenMessage<ListMemoriesRequest> = /*@__PURE__*/
-  messageDesc(file_persona_v1_memory_service, 21);
+  messageDesc(file_persona_v1_memory_service, 22);
 
 /**
  * ListMemoriesResponse is one page.
@@ -856,7 +959,7 @@ export type ListMemoriesResponse = Message<"persona.v1.ListMemoriesResponse"> & 
  * Use `create(ListMemoriesResponseSchema)` to create a new message.
  */
 export const ListMemoriesResponseSchema: GenMessage<ListMemoriesResponse> = /*@__PURE__*/
-  messageDesc(file_persona_v1_memory_service, 22);
+  messageDesc(file_persona_v1_memory_service, 23);
 
 /**
  * DeleteMemoryRequest names the memory to delete.
@@ -884,7 +987,7 @@ export type DeleteMemoryRequest = Message<"persona.v1.DeleteMemoryRequest"> & {
  * Use `create(DeleteMemoryRequestSchema)` to create a new message.
  */
 export const DeleteMemoryRequestSchema: GenMessage<DeleteMemoryRequest> = /*@__PURE__*/
-  messageDesc(file_persona_v1_memory_service, 23);
+  messageDesc(file_persona_v1_memory_service, 24);
 
 /**
  * DeleteMemoryResponse lists what was deleted.
@@ -905,7 +1008,7 @@ export type DeleteMemoryResponse = Message<"persona.v1.DeleteMemoryResponse"> & 
  * Use `create(DeleteMemoryResponseSchema)` to create a new message.
  */
 export const DeleteMemoryResponseSchema: GenMessage<DeleteMemoryResponse> = /*@__PURE__*/
-  messageDesc(file_persona_v1_memory_service, 24);
+  messageDesc(file_persona_v1_memory_service, 25);
 
 /**
  * DeleteUserRequest names the user to forget.
@@ -926,7 +1029,7 @@ export type DeleteUserRequest = Message<"persona.v1.DeleteUserRequest"> & {
  * Use `create(DeleteUserRequestSchema)` to create a new message.
  */
 export const DeleteUserRequestSchema: GenMessage<DeleteUserRequest> = /*@__PURE__*/
-  messageDesc(file_persona_v1_memory_service, 25);
+  messageDesc(file_persona_v1_memory_service, 26);
 
 /**
  * DeleteUserResponse reports the deletion.
@@ -947,7 +1050,7 @@ export type DeleteUserResponse = Message<"persona.v1.DeleteUserResponse"> & {
  * Use `create(DeleteUserResponseSchema)` to create a new message.
  */
 export const DeleteUserResponseSchema: GenMessage<DeleteUserResponse> = /*@__PURE__*/
-  messageDesc(file_persona_v1_memory_service, 26);
+  messageDesc(file_persona_v1_memory_service, 27);
 
 /**
  * IngestOutcome says what Ingest did with one item.
@@ -991,7 +1094,7 @@ export const IngestOutcomeSchema: GenEnum<IngestOutcome> = /*@__PURE__*/
   enumDesc(file_persona_v1_memory_service, 0);
 
 /**
- * ChangeKind says how a memory changed.
+ * ChangeKind says how a memory changed, or how its place in a subscription's context did.
  *
  * @generated from enum persona.v1.ChangeKind
  */
@@ -1011,14 +1114,14 @@ export enum ChangeKind {
   ADDED = 1,
 
   /**
-   * An existing memory changed (text, reinforcement, status).
+   * An existing memory changed (text, reinforcement, status, extraction state).
    *
    * @generated from enum value: CHANGE_KIND_UPDATED = 2;
    */
   UPDATED = 2,
 
   /**
-   * A fact stopped being valid (it is kept, with `invalid_at` set).
+   * A fact stopped being valid (it is kept, with `invalid_at` set); it left the context.
    *
    * @generated from enum value: CHANGE_KIND_INVALIDATED = 3;
    */
@@ -1030,6 +1133,22 @@ export enum ChangeKind {
    * @generated from enum value: CHANGE_KIND_DELETED = 4;
    */
   DELETED = 4,
+
+  /**
+   * A memory that did not change entered the context: others left it or now rank below it.
+   *
+   * @generated from enum value: CHANGE_KIND_ENTERED = 5;
+   */
+  ENTERED = 5,
+
+  /**
+   * A memory left the context without being deleted or invalidated: pushed out by memories
+   * that now rank higher, or changed so that it no longer ranks (a goal achieved). Only its id
+   * and type are sent.
+   *
+   * @generated from enum value: CHANGE_KIND_LEFT = 6;
+   */
+  LEFT = 6,
 }
 
 /**
@@ -1086,7 +1205,10 @@ export const MemoryService: GenService<{
   },
   /**
    * StreamContext sends a snapshot of the context for a user (and optional query), then
-   * updates as memories are added, changed, invalidated or deleted, with periodic heartbeats.
+   * updates as memories enter, change in or leave that context, with periodic heartbeats.
+   * Every event carries a resume token; resuming with it sends exactly what was missed.
+   * See StreamContextRequest for how the context is defined and StreamContextResponse for the
+   * bounds a slow consumer meets.
    *
    * @generated from rpc persona.v1.MemoryService.StreamContext
    */
