@@ -18,6 +18,8 @@ from persona_server.services.ask import AskService, OfflineAskService
 from persona_server.services.context_feed import ContextFeed
 from persona_server.services.extraction import ExtractionPipeline, InlineExtraction, RetryPolicy
 from persona_server.services.extraction_worker import ExtractionWorker, WorkerExtraction
+from persona_server.services.graph_export import GraphExportService
+from persona_server.services.graph_import import GraphImportService
 from persona_server.services.ingest import ExtractionScheduler, IngestService
 from persona_server.services.memories import MemoryService
 from persona_server.services.notifier import ChangeNotifier
@@ -179,6 +181,8 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         memories=MemoryService(store, notifier),
         feed=ContextFeed(store, emb, recall, notifier),
         ask=extraction.ask,
+        graph_export=GraphExportService(store),
+        graph_import=GraphImportService(store, emb, notifier),
     )
     try:
         server = await start_grpc_server(settings, services, keys, store.ping)

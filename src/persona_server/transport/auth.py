@@ -172,5 +172,17 @@ def _wrap(handler: _Handler, outcome: str | UnauthenticatedError) -> _Handler:
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-    # The API has no client-streaming RPCs; refuse rather than serve one unauthenticated.
+    if handler.stream_unary is not None:
+        inner_client_stream: Any = handler.stream_unary
+
+        async def client_stream(requests: Any, context: Any) -> Any:
+            await enter(context)
+            return await inner_client_stream(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            client_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    # The API has no bidirectional RPCs; refuse rather than serve one unauthenticated.
     raise RuntimeError(f"unsupported handler kind for {handler}")

@@ -53,6 +53,9 @@ INDEXES: tuple[LiteralString, ...] = (
     # Chain neighbours in O(log n): the order the NEXT relationships follow.
     "CREATE INDEX persona_episode_chain IF NOT EXISTS "
     "FOR (e:Episode) ON (e.tenant, e.user_id, e.chain_at, e.seq)",
+    # Episodes in ingest order (export pages).
+    "CREATE INDEX persona_episode_seq IF NOT EXISTS "
+    "FOR (e:Episode) ON (e.tenant, e.user_id, e.seq)",
     "CREATE INDEX persona_episode_due IF NOT EXISTS FOR (e:Episode) ON (e.extraction_due)",
     "CREATE INDEX persona_entity_user IF NOT EXISTS FOR (n:Entity) ON (n.tenant, n.user_id)",
     "CREATE INDEX persona_fact_subject IF NOT EXISTS "
