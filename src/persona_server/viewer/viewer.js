@@ -11,7 +11,7 @@
   var PAGE_SLOT = 180; // width of a collapsed page
   var LANE_DY = 28;
   var LANES = 8;
-  var MIN_GAP = 54;
+  var MIN_GAP = 110;
   var BAND = { goal: -620, psyche: -480, fact: -330, entity: -170, episode: 0 };
   var COLORS = {
     episode: '#64748b', entity: '#f59e0b', fact: '#10b981',
@@ -268,7 +268,6 @@
     layout: { name: 'preset' },
     minZoom: 0.02,
     maxZoom: 4,
-    wheelSensitivity: 0.3,
     textureOnViewport: true,
     hideEdgesOnViewport: nodes.size > 2500,
     motionBlur: false,
@@ -301,10 +300,7 @@
   function fitOpenPage() {
     var start = state.page * PAGE;
     var end = Math.min(chain.length, start + PAGE) - 1;
-    var box = cy.nodes(':visible').filter(function (n) {
-      var t = n.data('type');
-      return t !== 'tick' && t !== 'page';
-    });
+    var box = cy.nodes(':visible').filter(function (n) { return n.data('type') !== 'page'; });
     if (chain.length) {
       var x0 = slotX(start) - DX;
       var x1 = slotX(end) + DX;
