@@ -210,6 +210,7 @@ def run_view(args: argparse.Namespace) -> int:
             return report(exc, target=args.target)
     page = render(header, records)
     out = Path(args.out) if args.out else _default_page(args.user)
+
     def write(f: IO[str]) -> None:
         f.write(page)
 

@@ -41,7 +41,19 @@ def schema() -> dict[str, Any]:
 
 @cache
 def _validator(kind: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator({"$ref": f"#/$defs/{kind}", "$defs": schema()["$defs"]})
+    defs = dict(schema()["$defs"])
+    if kind == "node":
+        # The type <-> detail rule is the schema's `oneOf`; checked apart (`_detail_problem`),
+        # since a failed `oneOf` only says that no branch matched.
+        defs["node"] = {k: v for k, v in defs["node"].items() if k != "oneOf"}
+    return jsonschema.Draft202012Validator({"$ref": f"#/$defs/{kind}", "$defs": defs})
+
+
+def _detail_problem(obj: dict[str, Any]) -> str | None:
+    present = [t for t in TYPES if t in obj]
+    if present != [obj["type"]]:
+        return f"a node of type {obj['type']!r} needs an {obj['type']!r} object and no other"
+    return None
 
 
 # --- enums: the proto's value names, without their prefix, in lower case --------------------
@@ -330,6 +342,8 @@ def read(lines: Iterable[bytes], *, keep_dicts: bool = False) -> GraphFile:
             out.fail(number, 'record must be "header", "node" or "edge"')
             continue
         problem = _schema_problem(kind, obj)
+        if problem is None and kind == "node":
+            problem = _detail_problem(obj)
         if problem is not None:
             out.fail(number, problem)
             continue

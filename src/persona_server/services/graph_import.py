@@ -38,7 +38,9 @@ from persona_server.services.ingest import embedding_text
 from persona_server.services.notifier import ChangeNotifier
 
 BATCH = 256
-MAX_VIOLATIONS = 100
+# An error names at most this many problems: enough to fix a file, small enough for a status
+# trailer (gRPC clients refuse trailers over 16 KiB by default).
+MAX_VIOLATIONS = 20
 _ENDS: dict[EdgeKind, tuple[set[MemoryType], set[MemoryType]]] = {
     EdgeKind.NEXT: ({MemoryType.EPISODE}, {MemoryType.EPISODE}),
     EdgeKind.MENTIONS: ({MemoryType.EPISODE}, {MemoryType.ENTITY}),
@@ -86,6 +88,7 @@ class _Check:
     mentions: dict[str, list[str]] = field(default_factory=dict)
     provenance: dict[str, list[str]] = field(default_factory=dict)
     violations: list[FieldViolation] = field(default_factory=list)
+    more_violations: int = 0
     conflicts: list[tuple[int, str]] = field(default_factory=list)
     created: int = 0
     new_episodes: int = 0
@@ -93,10 +96,12 @@ class _Check:
     def bad(self, field_path: str, description: str) -> None:
         if len(self.violations) < MAX_VIOLATIONS:
             self.violations.append(FieldViolation(field_path, description))
+        else:
+            self.more_violations += 1
 
     def raise_if_bad(self) -> None:
         if self.violations:
-            raise InvalidArgumentError(self.violations)
+            raise invalid(self.violations, self.more_violations)
 
 
 class GraphImportService:
@@ -290,6 +295,14 @@ def _finish(check: _Check) -> None:
                     f"nodes[{n.index}].fact.{field_name}",
                     f"names entity {end!r} of the stream, but no {kind.name} edge does",
                 )
+
+
+def invalid(violations: list[FieldViolation], more: int = 0) -> InvalidArgumentError:
+    """The error for a bad stream, naming at most `MAX_VIOLATIONS` problems."""
+    more += max(len(violations) - MAX_VIOLATIONS, 0)
+    shown = violations[:MAX_VIOLATIONS]
+    text = "; ".join(f"{v.field} {v.description}" for v in shown)
+    return InvalidArgumentError(shown, text + (f" (and {more} more problems)" if more else ""))
 
 
 def _conflict_error(conflicts: list[tuple[int, str]]) -> AlreadyExistsError:

@@ -32,7 +32,7 @@ from persona_server.domain.models import (
     PsycheKind,
     UserRef,
 )
-from persona_server.services.graph_import import ImportChunk
+from persona_server.services.graph_import import ImportChunk, invalid
 from persona_server.transport.validation import (
     CHAT_ROLES,
     MAX_ID_CHARS,
@@ -113,7 +113,8 @@ class ImportStream:
         edges = [edge(v, f"edges[{j}]", e) for j, e in enumerate(req.edges, start=self._edges)]
         self._nodes += len(req.nodes)
         self._edges += len(req.edges)
-        v.raise_if_any()
+        if v.items:
+            raise invalid(v.items)
         return ImportChunk(self._user, nodes, edges)
 
 

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from persona import _channel, _graph, _requests
 from persona._channel import ChannelOptions, TlsConfig
-from persona._errors import from_rpc_error
+from persona._errors import PersonaError, from_rpc_error
 from persona._graph import GraphRecord
 from persona._retry import Attempts, Deadline, RetryPolicy
 from persona._stream import StreamState
@@ -328,10 +328,16 @@ class AsyncPersonaClient:
         writes anything. Importing the same graph again changes nothing. No deadline unless
         `timeout` is given."""
         requests = _graph.import_requests(user_id, records)
+        unbuildable: list[PersonaError] = []
 
         async def stream() -> AsyncIterator[graph_pb2.ImportGraphRequest]:
-            for request in requests:
-                yield request
+            try:
+                for request in requests:
+                    yield request
+            except PersonaError as exc:
+                # grpc.aio cancels the call when the request iterator raises: keep the reason.
+                unbuildable.append(exc)
+                raise
 
         try:
             response = await self._get_stub().ImportGraph(
@@ -339,7 +345,11 @@ class AsyncPersonaClient:
                 timeout=_channel.check_timeout("timeout", timeout),
                 metadata=self._metadata,
             )
-        except grpc.RpcError as exc:
+        except (grpc.RpcError, asyncio.CancelledError) as exc:
+            if unbuildable:
+                raise unbuildable[0] from None
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise from_rpc_error(exc) from exc
         return cast(graph_pb2.ImportGraphResponse, response)
 

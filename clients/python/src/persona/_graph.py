@@ -30,6 +30,8 @@ def import_requests(
     count = size = 0
     first = True
     for record in records:
+        if not isinstance(record, memory_pb2.Memory | graph_pb2.GraphEdge):
+            raise invalid_argument("records", f"expected Memory or GraphEdge, got {record!r}")
         record_size = record.ByteSize() + 8
         if count and (count >= CHUNK_RECORDS or size + record_size > CHUNK_BYTES):
             yield request
@@ -38,10 +40,8 @@ def import_requests(
             count = size = 0
         if isinstance(record, memory_pb2.Memory):
             request.nodes.append(record)
-        elif isinstance(record, graph_pb2.GraphEdge):
-            request.edges.append(record)
         else:
-            raise invalid_argument("records", f"expected Memory or GraphEdge, got {record!r}")
+            request.edges.append(record)
         count += 1
         size += record_size
     if count or first:
