@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup serve test lint protos bench-latency bench-locomo
+.PHONY: setup serve test lint protos browser vendor-js bench-latency bench-locomo bench-export
 
 # Reinstall when a dependency list changes; editable installs pick up code changes by themselves.
 $(STAMP): pyproject.toml clients/python/pyproject.toml
@@ -19,8 +19,17 @@ serve: setup
 	$(BIN)/persona serve
 
 # Static checks first (fast), then the whole test suite (Neo4j included; `slow` is opt-in).
-test: setup lint
+test: setup browser lint
 	$(BIN)/pytest -q
+
+# Debian's headless Chromium and its driver, for the viewer's browser test (skipped when there).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver; \
+	fi
 
 lint: setup
 	$(BIN)/python scripts/gen_protos.py --check
@@ -29,6 +38,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python scripts/vendor_js.py --check
+
+# The viewer's graph library, copied again from its npm lock (after changing the version).
+vendor-js: setup
+	$(BIN)/python scripts/vendor_js.py
 
 protos: setup
 	$(BIN)/buf format -w
@@ -40,3 +54,6 @@ bench-locomo: setup
 
 bench-latency: setup
 	$(BIN)/python bench/latency.py --sizes 1000,10000,100000 --out bench/results/latency_sqlite.json
+
+bench-export: setup
+	$(BIN)/python bench/export_memory.py --sizes 10000,100000 --out bench/results/export_memory.json

@@ -6,13 +6,17 @@
 (function () {
   'use strict';
 
-  var PAGE = 400; // episodes drawn one by one
-  var DX = 46; // timeline spacing of episodes
-  var PAGE_SLOT = 180; // width of a collapsed page
-  var LANE_DY = 28;
-  var LANES = 8;
-  var MIN_GAP = 110;
-  var BAND = { goal: -620, psyche: -480, fact: -330, entity: -170, episode: 0 };
+  var PAGE = 300; // episodes drawn one by one
+  var WINDOW = 60; // episodes in the first view of a page
+  var DX = 34; // timeline spacing of episodes
+  var PAGE_SLOT = 190; // width of a collapsed page
+  var LANE_DY = 30;
+  var MIN_GAP = 120; // about a label's width
+  var GRID_COLS = 5;
+  var GRID_DX = 34;
+  var BAND_START = -120;
+  var BAND_GAP = 70;
+  var BAND_ORDER = ['entity', 'fact', 'psyche', 'goal'];
   var COLORS = {
     episode: '#64748b', entity: '#f59e0b', fact: '#10b981',
     psyche: '#8b5cf6', goal: '#ef4444', page: '#334155'
@@ -24,8 +28,28 @@
   var header = data.header || {};
   var nodes = new Map();
   var edges = [];
+  // Optional fields of the file format, filled in once so that the rest can rely on them.
+  var DEFAULTS = {
+    episode: { speaker: '', role: 'unspecified', summary: '' },
+    entity: { aliases: [], description: '' },
+    fact: { object_id: '', object_value: '' },
+    psyche: { key: '' },
+    goal: { key: '' }
+  };
+  function normalize(n) {
+    n.metadata = n.metadata || {};
+    var detail = n[n.type] = n[n.type] || {};
+    Object.keys(DEFAULTS[n.type] || {}).forEach(function (k) {
+      if (detail[k] === undefined) detail[k] = DEFAULTS[n.type][k];
+    });
+    if (n.type === 'episode') {
+      detail.extraction = detail.extraction || { state: 'pending', attempts: 0 };
+      detail.extraction.last_error = detail.extraction.last_error || '';
+    }
+    return n;
+  }
   data.records.forEach(function (r) {
-    if (r.record === 'node') nodes.set(r.id, r);
+    if (r.record === 'node') nodes.set(r.id, normalize(r));
     else if (r.record === 'edge') edges.push(r);
   });
 
@@ -130,37 +154,48 @@
     var open = state.page;
     var start = open * PAGE;
     var end = Math.min(chain.length, start + PAGE);
-    // Derived memories: bands by type, lanes within a band so that labels do not pile up.
-    var byType = {};
-    nodes.forEach(function (n) {
-      if (n.type === 'episode') return;
-      (byType[n.type] = byType[n.type] || []).push(n);
-    });
-    Object.keys(byType).forEach(function (type) {
-      var list = byType[type].map(function (n) { return { n: n, x: chain.length ? slotX(anchor.get(n.id)) : 0 }; });
-      list.sort(function (a, b) { return a.x - b.x || (a.n.id < b.n.id ? -1 : 1); });
-      var lastX = [];
-      for (var k = 0; k < LANES; k++) lastX.push(-Infinity);
-      list.forEach(function (item) {
-        var lane = 0;
-        var best = 0;
-        for (var k = 0; k < LANES; k++) {
-          if (lastX[k] <= item.x - MIN_GAP) { lane = k; best = -1; break; }
-          if (lastX[k] < lastX[best]) best = k;
-        }
-        if (best !== -1) lane = best;
-        var x = Math.max(item.x, lastX[lane] + (best === -1 ? 0 : MIN_GAP / 2));
-        lastX[lane] = x;
-        var n = item.n;
-        present.add(n.id);
-        els.push({
-          group: 'nodes',
-          data: { id: n.id, type: n.type, label: labelOf(n), size: sizeOf(n), invalid: n.invalid_at ? 1 : 0 },
-          position: { x: x, y: BAND[type] - lane * LANE_DY },
-          classes: n.invalid_at ? 'history' : ''
-        });
+    // Derived memories: one band per type above the timeline, each at the time it was said.
+    // On the open page they spread over lanes (rows) so that labels do not pile up; above a
+    // collapsed page they stack in a small grid.
+    var base = BAND_START;
+    BAND_ORDER.forEach(function (type) {
+      var open = [];
+      var closed = {};
+      nodes.forEach(function (n) {
+        if (n.type !== type) return;
+        var i = anchor.get(n.id);
+        if (!chain.length || pageOf(i) === state.page) open.push({ n: n, x: chain.length ? slotX(i) : 0 });
+        else (closed[pageOf(i)] = closed[pageOf(i)] || []).push(n);
       });
+      var rows = 0;
+      open.sort(function (a, b) { return a.x - b.x || (a.n.id < b.n.id ? -1 : 1); });
+      var lastX = [];
+      open.forEach(function (item) {
+        var lane = 0;
+        while (lane < lastX.length && lastX[lane] > item.x - MIN_GAP) lane++;
+        lastX[lane] = item.x;
+        rows = Math.max(rows, lane + 1);
+        place(item.n, item.x, base - lane * LANE_DY);
+      });
+      Object.keys(closed).forEach(function (p) {
+        var list = closed[p].sort(function (a, b) { return anchor.get(a.id) - anchor.get(b.id) || (a.id < b.id ? -1 : 1); });
+        var x0 = pageX(Number(p)) - (GRID_COLS - 1) * GRID_DX / 2;
+        list.forEach(function (n, k) {
+          place(n, x0 + (k % GRID_COLS) * GRID_DX, base - Math.floor(k / GRID_COLS) * LANE_DY);
+        });
+        rows = Math.max(rows, Math.ceil(list.length / GRID_COLS));
+      });
+      base -= Math.max(rows, 1) * LANE_DY + BAND_GAP;
     });
+    function place(n, x, y) {
+      present.add(n.id);
+      els.push({
+        group: 'nodes',
+        data: { id: n.id, type: n.type, label: labelOf(n), size: sizeOf(n), invalid: n.invalid_at ? 1 : 0 },
+        position: { x: x, y: y },
+        classes: n.invalid_at ? 'history' : ''
+      });
+    }
     // The open page's episodes, with a date under the first one of each day.
     var lastDay = '';
     for (var i = start; i < end; i++) {
@@ -224,7 +259,7 @@
       'background-color': function (n) { return COLORS[n.data('type')] || '#94a3b8'; },
       width: 'data(size)', height: 'data(size)', label: 'data(label)',
       'font-size': 11, color: '#0f172a', 'text-valign': 'bottom', 'text-margin-y': 3,
-      'text-wrap': 'ellipsis', 'text-max-width': 130, 'min-zoomed-font-size': 8,
+      'text-wrap': 'ellipsis', 'text-max-width': 130, 'min-zoomed-font-size': 5,
       'border-width': 1, 'border-color': '#ffffff'
     } },
     { selector: 'node[type = "entity"]', style: { shape: 'round-rectangle' } },
@@ -241,7 +276,8 @@
     } },
     { selector: 'node.tick', style: {
       width: 1, height: 1, 'background-opacity': 0, 'border-width': 0, color: '#475569',
-      'font-size': 10, 'text-rotation': 0.6, 'text-halign': 'right', events: 'no'
+      'font-size': 10, 'text-rotation': 0.6, 'text-halign': 'right', events: 'no',
+      'min-zoomed-font-size': 0
     } },
     { selector: 'edge', style: {
       'curve-style': 'haystack', width: 1, 'line-color': '#94a3b8', opacity: 0.35
@@ -286,6 +322,8 @@
     });
   }
 
+  // `fit`: 'end' or 'start' shows that end of the open page (WINDOW episodes and what was
+  // said around them), so the first view is readable; zoom out for the whole page.
   function render(fit) {
     cy.batch(function () {
       cy.elements().remove();
@@ -293,19 +331,21 @@
     });
     applyFilters();
     markMatches();
-    if (fit) fitOpenPage();
+    if (fit) fitWindow(fit);
     updatePager();
   }
 
-  function fitOpenPage() {
+  function fitWindow(end) {
     var start = state.page * PAGE;
-    var end = Math.min(chain.length, start + PAGE) - 1;
+    var stop = Math.min(chain.length, start + PAGE) - 1;
     var box = cy.nodes(':visible').filter(function (n) { return n.data('type') !== 'page'; });
     if (chain.length) {
-      var x0 = slotX(start) - DX;
-      var x1 = slotX(end) + DX;
-      var inPage = box.filter(function (n) { var x = n.position('x'); return x >= x0 && x <= x1; });
-      if (inPage.length) box = inPage;
+      var first = end === 'end' ? Math.max(start, stop - WINDOW + 1) : start;
+      var last = end === 'end' ? stop : Math.min(stop, start + WINDOW - 1);
+      var x0 = slotX(first) - DX;
+      var x1 = slotX(last) + DX;
+      var inside = box.filter(function (n) { var x = n.position('x'); return x >= x0 && x <= x1; });
+      if (inside.length) box = inside;
     }
     cy.fit(box.length ? box : cy.elements(), 30);
   }
@@ -448,7 +488,7 @@
     if (!nodes.has(id)) return;
     if (chainIndex.has(id) && pageOf(chainIndex.get(id)) !== state.page) {
       state.page = pageOf(chainIndex.get(id));
-      render(false);
+      render(null);
     }
     state.selected = id;
     cy.elements().unselect();
@@ -604,13 +644,14 @@
   function setPage(p) {
     p = Math.max(0, Math.min(pages - 1, p));
     if (p === state.page) return;
+    var forward = p > state.page;
     state.page = p;
-    render(true);
+    render(forward ? 'start' : 'end');
   }
   prevBtn.addEventListener('click', function () { setPage(state.page - 1); });
   nextBtn.addEventListener('click', function () { setPage(state.page + 1); });
 
-  render(true);
+  render('end');
   document.body.dataset.ready = 'true';
 
   // For scripts and tests driving the page.
