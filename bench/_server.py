@@ -81,8 +81,10 @@ class ServerProcess:
         store: str = "sqlite",
         extra_env: Mapping[str, str] | None = None,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
+        data_dir: Path | None = None,
     ) -> None:
         self.store = store
+        self._data_dir = data_dir  # None: a fresh one in the temporary directory
         self._extra_env = dict(extra_env or {})
         self._startup_timeout_s = startup_timeout_s
         self._tmp: Path | None = None
@@ -101,7 +103,7 @@ class ServerProcess:
 
     def start(self) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="persona-bench-"))
-        cwd, data_dir = self._tmp / "cwd", self._tmp / "data"
+        cwd, data_dir = self._tmp / "cwd", self._data_dir or self._tmp / "data"
         cwd.mkdir()
         self._log = self._tmp / "server.log"
         self.port = free_port()

@@ -7,11 +7,11 @@
   'use strict';
 
   var PAGE = 300; // episodes drawn one by one
-  var WINDOW = 60; // episodes in the first view of a page
-  var DX = 34; // timeline spacing of episodes
+  var WINDOW = 120; // episodes in the first view of a page
+  var DX = 14; // timeline spacing of episodes
   var PAGE_SLOT = 190; // width of a collapsed page
   var LANE_DY = 30;
-  var MIN_GAP = 120; // about a label's width
+  var MIN_GAP = 110; // about a label's width
   var GRID_COLS = 5;
   var GRID_DX = 34;
   var BAND_START = -120;
@@ -95,14 +95,25 @@
   chain.forEach(function (id, i) { chainIndex.set(id, i); });
   var pages = Math.max(1, Math.ceil(chain.length / PAGE));
 
-  // Where a derived memory sits in time: the median of its episodes in the chain.
-  var anchor = new Map();
+  // Where a derived memory sits in time: the median of its episodes in the chain, counting
+  // only those on the open page when it has any there (so a memory mentioned all along is
+  // drawn with every page it was mentioned on).
+  var provIndex = new Map();
   nodes.forEach(function (n) {
     if (n.type === 'episode') return;
-    var idx = (provenance.get(n.id) || []).map(function (e) { return chainIndex.get(e); })
-      .filter(function (i) { return i !== undefined; }).sort(function (a, b) { return a - b; });
-    anchor.set(n.id, idx.length ? idx[Math.floor((idx.length - 1) / 2)] : 0);
+    provIndex.set(n.id, (provenance.get(n.id) || []).map(function (e) { return chainIndex.get(e); })
+      .filter(function (i) { return i !== undefined; }).sort(function (a, b) { return a - b; }));
   });
+  function median(list) { return list.length ? list[Math.floor((list.length - 1) / 2)] : 0; }
+  var anchor = new Map();
+  function placeInTime() {
+    var start = state.page * PAGE;
+    var end = start + PAGE;
+    provIndex.forEach(function (idx, id) {
+      var here = idx.filter(function (i) { return i >= start && i < end; });
+      anchor.set(id, median(here.length ? here : idx));
+    });
+  }
 
   // --- labels and sizes --------------------------------------------------------------------
   function short(text, max) {
@@ -149,6 +160,7 @@
   }
 
   function elements() {
+    placeInTime();
     var els = [];
     var present = new Set();
     var open = state.page;
@@ -495,7 +507,14 @@
     var target = cy.getElementById(id);
     highlight(id);
     if (target.length && target.visible()) {
-      cy.animate({ center: { eles: target }, zoom: Math.max(cy.zoom(), 0.9) }, { duration: 250 });
+      var near = target.closedNeighborhood(':visible');
+      var box = near.boundingBox();
+      if (near.length > 2 && box.w < cy.width() * 4 / 0.3 && box.h < cy.height() * 4 / 0.3) {
+        // A node with a few dozen neighbours: show all of them.
+        cy.animate({ fit: { eles: near, padding: 60 } }, { duration: 250 });
+      } else {
+        cy.animate({ center: { eles: target }, zoom: Math.max(cy.zoom(), 0.9) }, { duration: 250 });
+      }
     }
     showDetails(id);
     hideResults();
