@@ -22,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from persona.v1 import graph_pb2 as gpb
 from persona.v1 import memory_pb2 as pb
+from persona_server.cli.jsonl import BadLine
 
 FORMAT = "persona.graph"
 VERSION = 1
@@ -271,15 +272,6 @@ def edge_message(data: dict[str, Any]) -> gpb.GraphEdge:
         from_id=data["from"],
         to_id=data["to"],
     )
-
-
-@dataclass(frozen=True)
-class BadLine:
-    number: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.number}: {self.reason}"
 
 
 @dataclass

@@ -272,11 +272,14 @@
       width: 'data(size)', height: 'data(size)', label: 'data(label)',
       'font-size': 11, color: '#0f172a', 'text-valign': 'bottom', 'text-margin-y': 3,
       'text-wrap': 'ellipsis', 'text-max-width': 130, 'min-zoomed-font-size': 5,
-      'border-width': 1, 'border-color': '#ffffff'
+      'border-width': 1, 'border-color': '#ffffff',
+      // Nodes above every edge, also for clicks: stacked bands put edges across nodes.
+      'z-index-compare': 'manual', 'z-index': 10
     } },
     { selector: 'node[type = "entity"]', style: { shape: 'round-rectangle' } },
-    { selector: 'node[type = "fact"]', style: { shape: 'diamond' } },
-    { selector: 'node[type = "goal"]', style: { shape: 'star' } },
+    // (Cytoscape 3.34 misses clicks at the centre of 'diamond', 'star' and 'vee' nodes.)
+    { selector: 'node[type = "fact"]', style: { shape: 'round-diamond' } },
+    { selector: 'node[type = "goal"]', style: { shape: 'round-triangle' } },
     { selector: 'node[type = "psyche"]', style: { shape: 'hexagon' } },
     { selector: 'node.history', style: {
       'background-opacity': 0.25, 'border-width': 2, 'border-style': 'dashed',
@@ -292,7 +295,11 @@
       'min-zoomed-font-size': 0
     } },
     { selector: 'edge', style: {
-      'curve-style': 'haystack', width: 1, 'line-color': '#94a3b8', opacity: 0.35
+      'curve-style': 'haystack', width: 1, 'line-color': '#94a3b8', opacity: 0.35,
+      'z-index-compare': 'manual', 'z-index': 1,
+      // Edges take no clicks: a haystack edge starts at its node's centre, and would take the
+      // click meant for the node.
+      events: 'no'
     } },
     { selector: 'edge[type = "NEXT"]', style: { width: 2, 'line-color': '#334155', opacity: 0.9 } },
     { selector: 'edge[type = "SUBJECT"], edge[type = "OBJECT"]', style: {
@@ -303,9 +310,9 @@
     { selector: '.dim', style: { opacity: 0.12 } },
     { selector: 'node.match', style: { 'border-width': 4, 'border-color': '#2563eb' } },
     { selector: 'node:selected, node.selected', style: {
-      'border-width': 5, 'border-color': '#0ea5e9', 'z-index': 10, 'font-weight': 'bold', 'min-zoomed-font-size': 0
+      'border-width': 5, 'border-color': '#0ea5e9', 'z-index': 12, 'font-weight': 'bold', 'min-zoomed-font-size': 0
     } },
-    { selector: 'edge.near', style: { opacity: 1, width: 2.5, 'z-index': 9 } },
+    { selector: 'edge.near', style: { opacity: 1, width: 2.5, 'z-index': 2 } },
     { selector: '.hidden-type, .hidden-history', style: { display: 'none' } }
   ];
 
@@ -584,7 +591,10 @@
       body.appendChild(el('span', n.type === 'entity' ? n.entity.name : short(n.text, 70)));
       body.appendChild(el('span', '  ' + n.type + (n.type === 'episode' ? ' \u00b7 ' + day(timeOf(n)) : ''), 'muted'));
       li.appendChild(body);
-      li.addEventListener('mousedown', function (ev) { ev.preventDefault(); select(id); });
+      // mousedown keeps the focus in the box (so the list stays open); the choice is the click,
+      // so that no part of it lands on the graph once the list is hidden.
+      li.addEventListener('mousedown', function (ev) { ev.preventDefault(); });
+      li.addEventListener('click', function (ev) { ev.preventDefault(); select(id); });
       results.appendChild(li);
     });
     if (found.length > 50) results.appendChild(el('li', (found.length - 50) + ' more: refine the search', 'none'));
