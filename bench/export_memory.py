@@ -1,12 +1,15 @@
 """ExportGraph at size: time and the server's memory while it streams a user's whole graph.
 
     python bench/export_memory.py --sizes 10000,100000 --out bench/results/export_memory.json
+    python bench/export_memory.py --store neo4j --sizes 10000,100000 \
+        --out bench/results/export_memory_neo4j.json
 
-For each size a fresh embedded store is filled straight through the store port (random unit
-vectors: an export never reads them), then a server process (`persona serve`, offline) opens
-it and one SDK client drains `ExportGraph` for the user. A sampler reads the server's VmRSS
-every 10 ms during the export. Bounded memory means the export's peak over the server's idle
-RSS stays flat from one size to the next, while the graph grows tenfold.
+For each size a fresh store (embedded, or a Neo4j 5.26 the test harness starts) is filled
+straight through the store port (random unit vectors: an export never reads them), then a
+server process (`persona serve`, offline) opens it and one SDK client drains `ExportGraph` for
+the user. A sampler reads the server's VmRSS every 10 ms during the export. Bounded memory
+means the export's peak over the server's idle RSS stays flat from one size to the next, while
+the graph grows tenfold.
 
 The graph: 70% episodes (a chain ingested in batches, one in ten back-filled), 10% entities,
 15% facts, 5% psyche items; one hub entity mentioned by, and derived from, every episode (the
@@ -45,7 +48,7 @@ from persona_server.domain.models import (
     Psyche,
     UserRef,
 )
-from persona_server.ports.graph_store import DerivedWrite
+from persona_server.ports.graph_store import DerivedWrite, GraphStore
 
 USER = UserRef(tenant="default", user_id="bench-export")
 T0 = datetime(2023, 1, 1, tzinfo=UTC)
@@ -57,9 +60,8 @@ def _units(rng: np.random.Generator, n: int) -> Any:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-async def fill(path: Path, size: int) -> dict[str, int]:
+async def fill(store: GraphStore, size: int) -> dict[str, int]:
     rng = np.random.default_rng(size)
-    store = SqliteGraphStore(path)
     await store.open(embedding_model=MODEL_ID, dimension=DIMENSION)
     n_ep = int(size * 0.7)
     n_en = int(size * 0.1) - 1
@@ -197,32 +199,65 @@ async def export(target: str, pid: int) -> dict[str, Any]:
     }
 
 
-def run(size: int) -> dict[str, Any]:
+def run_sqlite(size: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="persona-bench-export-") as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
         started = time.perf_counter()
-        shape = asyncio.run(fill(data / "persona.db", size))
+        shape = asyncio.run(fill(SqliteGraphStore(data / "persona.db"), size))
         filled = time.perf_counter() - started
         with ServerProcess(data_dir=data) as server:
-            # A first, uncounted export warms the page cache and the server's code paths.
-            asyncio.run(export(server.target, server.pid))
-            result = asyncio.run(export(server.target, server.pid))
-    return {"memories": size, **shape, "fill_s": round(filled, 1), **result}
+            return {**shape, "fill_s": round(filled, 1), **_measure(server)}
+
+
+def run_neo4j(size: int) -> dict[str, Any]:
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root))
+    from latency import _neo4j_env
+
+    from persona_server.adapters.stores.neo4j import Neo4jGraphStore
+    from tests.neo4j_harness import Neo4jProcess, build_launcher
+
+    build_launcher()
+    with tempfile.TemporaryDirectory(prefix="persona-bench-export-neo4j-") as tmp:
+        neo4j = Neo4jProcess(Path(tmp))
+        neo4j.start()
+        try:
+            started = time.perf_counter()
+            shape = asyncio.run(fill(Neo4jGraphStore(neo4j.uri), size))
+            filled = time.perf_counter() - started
+            env = _neo4j_env(neo4j.uri, "neo4j", "", "neo4j")
+            with ServerProcess(store="neo4j", extra_env=env) as server:
+                return {**shape, "fill_s": round(filled, 1), **_measure(server)}
+        finally:
+            neo4j.stop()
+
+
+def _measure(server: ServerProcess) -> dict[str, Any]:
+    # A first, uncounted export warms the caches and the server's code paths.
+    asyncio.run(export(server.target, server.pid))
+    return asyncio.run(export(server.target, server.pid))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--store", choices=("sqlite", "neo4j"), default="sqlite")
     parser.add_argument("--out", type=Path, default=Path("bench/results/export_memory.json"))
     args = parser.parse_args()
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        row = run(size)
+        run = run_neo4j if args.store == "neo4j" else run_sqlite
+        row = {"store": args.store, "memories": size, **run(size)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"benchmark": "export_memory", "at": datetime.now(UTC).isoformat(), "runs": rows}
+    report = {
+        "benchmark": "export_memory",
+        "store": args.store,
+        "at": datetime.now(UTC).isoformat(),
+        "runs": rows,
+    }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print("| memories | edges | export s | records/s | server RSS idle | peak | peak over idle |")
     for r in rows:
