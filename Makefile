@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup setup-sdks serve test lint protos bench-latency bench-locomo bench-load bench-chaos \
-	bench-stream
+.PHONY: setup setup-sdks serve test lint protos browser vendor-js bench-latency bench-locomo \
+	bench-load bench-chaos bench-stream bench-export
 
 # The Go and TypeScript SDKs' tools (see clients/go/README.md, clients/typescript/README.md).
 # protoc-gen-go's version is the google.golang.org/protobuf of clients/go/go.mod (generated code
@@ -44,11 +44,21 @@ serve: setup
 	$(BIN)/persona serve
 
 # Static checks first (fast), then the Go and TypeScript SDKs' unit tests, then the whole test
-# suite (Neo4j and the SDKs' end-to-end tests against a live server included; `slow` is opt-in).
-test: setup setup-sdks lint
+# suite (Neo4j, the SDKs' end-to-end tests against a live server and the viewer's browser test
+# included; `slow` is opt-in).
+test: setup setup-sdks browser lint
 	cd $(GO_SDK) && go test -count=1 ./...
 	cd $(TS_SDK) && npm test --silent
 	$(BIN)/pytest -q
+
+# Debian's headless Chromium and its driver, for the viewer's browser test (skipped when there).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver; \
+	fi
 
 lint: setup setup-sdks
 	$(BIN)/python scripts/gen_protos.py --check
@@ -60,6 +70,11 @@ lint: setup setup-sdks
 	test -z "$$(gofmt -l $(GO_SDK))" || { gofmt -l $(GO_SDK); exit 1; }
 	cd $(GO_SDK) && go vet -tags e2e ./...
 	cd $(TS_SDK) && node_modules/.bin/tsc --noEmit
+	$(BIN)/python scripts/vendor_js.py --check
+
+# The viewer's graph library, copied again from its npm lock (after changing the version).
+vendor-js: setup
+	$(BIN)/python scripts/vendor_js.py
 
 # Regenerates the code of all three SDKs (Python, Go, TypeScript) from protos/.
 protos: setup setup-sdks
@@ -89,3 +104,6 @@ bench-chaos: setup
 
 bench-stream: setup
 	$(BIN)/python bench/stream.py --out bench/results/stream.json
+
+bench-export: setup
+	$(BIN)/python bench/export_memory.py --sizes 10000,100000 --out bench/results/export_memory.json

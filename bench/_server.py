@@ -82,15 +82,13 @@ class ServerProcess:
         extra_env: Mapping[str, str] | None = None,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         data_dir: Path | None = None,
-        port: int = 0,
     ) -> None:
         """`data_dir`: keep the store there (not removed at stop), so that one data directory
         can outlive several server processes (restarts, kill -9); default a fresh temporary
-        one. `port`: listen there (default a free port chosen at each start)."""
+        one."""
         self.store = store
         self._extra_env = dict(extra_env or {})
-        self._data_dir = data_dir
-        self._fixed_port = port
+        self._data_dir = data_dir  # None: a fresh one in the temporary directory
         self._startup_timeout_s = startup_timeout_s
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -112,7 +110,7 @@ class ServerProcess:
         data_dir = self._data_dir or self._tmp / "data"
         cwd.mkdir()
         self._log = self._tmp / "server.log"
-        self.port = self._fixed_port or free_port()
+        self.port = free_port()
         listen = f"127.0.0.1:{self.port}"
         env = offline_env(
             {

@@ -24,6 +24,8 @@ from persona_server.services.context_feed import ContextFeed
 from persona_server.services.extraction import ExtractionPipeline, InlineExtraction, RetryPolicy
 from persona_server.services.extraction_worker import ExtractionWorker, WorkerExtraction
 from persona_server.services.feed_hub import ContextSource, FeedHub
+from persona_server.services.graph_export import GraphExportService
+from persona_server.services.graph_import import GraphImportService
 from persona_server.services.ingest import ExtractionScheduler, IngestService
 from persona_server.services.memories import MemoryService
 from persona_server.services.notifier import ChangeNotifier
@@ -217,6 +219,8 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
             )
         ),
         ask=extraction.ask,
+        graph_export=GraphExportService(store),
+        graph_import=GraphImportService(store, emb, notifier),
     )
     try:
         server = await start_grpc_server(settings, services, keys, store.ping, limits_for)

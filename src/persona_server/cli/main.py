@@ -12,7 +12,13 @@ from collections.abc import Sequence
 
 from persona import PersonaError
 from persona import __version__ as sdk_version
-from persona_server.cli import commands_ingest, commands_manage, commands_query, commands_serve
+from persona_server.cli import (
+    commands_graph,
+    commands_ingest,
+    commands_manage,
+    commands_query,
+    commands_serve,
+)
 from persona_server.cli.connect import client_options
 from persona_server.cli.errors import EXIT_USAGE, UsageError, report
 
@@ -34,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_ingest.register(commands, client_parent)
     commands_query.register(commands, client_parent)
     commands_manage.register(commands, client_parent)
+    commands_graph.register(commands, client_parent)
     return parser
 
 

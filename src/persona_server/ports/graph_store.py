@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from persona_server.domain.graph import Edge, EdgeKind
 from persona_server.domain.models import (
     Entity,
     Episode,
@@ -340,12 +341,41 @@ class ChangeOps(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class EdgePage:
+    edges: list[Edge]
+    next_cursor: str  # "" when there is no further page
+
+
+class ExportOps(Protocol):
+    """A user's whole graph in pages, in an order both stores define the same way (so an export
+    from one store equals the export of its import into another). Cursors are opaque and only
+    valid for the store that issued them; "" starts at the beginning. A page may be shorter
+    than `limit`, or empty, before the end: the end is an empty `next_cursor`.
+
+    Ingest order means the episodes' `seq`: an import keeps its relative order, not its values.
+    """
+
+    async def nodes(self, user: UserRef, *, cursor: str, limit: int) -> Page:
+        """Every memory: episodes in ingest order, then derived memories by (recorded_at, id).
+        Provenance lists are left empty (the DERIVED_FROM edges carry all of it)."""
+        ...
+
+    async def edges(self, user: UserRef, kind: EdgeKind, *, cursor: str, limit: int) -> EdgePage:
+        """Every edge of one kind. NEXT: in chain order of its first episode. MENTIONS: by
+        episode (ingest order), then entity id. DERIVED_FROM: by memory id, then episode (ingest
+        order), every link (not only the first `PROVENANCE_LIMIT`). SUBJECT, OBJECT: by fact id,
+        for facts whose entity exists."""
+        ...
+
+
 class GraphStore(Protocol):
     episodes: EpisodeOps
     memories: MemoryOps
     search: SearchOps
     users: UserOps
     changes: ChangeOps
+    export: ExportOps
 
     async def open(self, *, embedding_model: str, dimension: int) -> None:
         """Create schema if needed; raise `EmbeddingMismatchError` if built with another model."""

@@ -82,6 +82,8 @@ def extraction_status(status: m.ExtractionStatus) -> pb.ExtractionStatus:
     )
     if status.updated_at is not None:
         out.updated_at.CopyFrom(timestamp(status.updated_at))
+    if status.next_attempt_at is not None:
+        out.next_attempt_at.CopyFrom(timestamp(status.next_attempt_at))
     return out
 
 
@@ -116,9 +118,9 @@ def memory(mem: m.Memory, user_id: str) -> pb.Memory:
             )
         )
     elif isinstance(mem, m.Psyche):
-        out.psyche.CopyFrom(pb.Psyche(kind=_PSYCHE_PB[mem.kind]))
+        out.psyche.CopyFrom(pb.Psyche(kind=_PSYCHE_PB[mem.kind], key=mem.key))
     elif isinstance(mem, m.Goal):
-        out.goal.CopyFrom(pb.Goal(status=_GOAL_PB[mem.status]))
+        out.goal.CopyFrom(pb.Goal(status=_GOAL_PB[mem.status], key=mem.key))
         if mem.due_at is not None:
             out.goal.due_at.CopyFrom(timestamp(mem.due_at))
     elif isinstance(mem, m.Entity):

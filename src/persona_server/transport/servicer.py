@@ -16,16 +16,19 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
+from persona.v1 import graph_pb2 as gpb
 from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
 from persona_server.domain.models import UserRef
 from persona_server.services.ask import AskService
 from persona_server.services.context_feed import ContextFeed
+from persona_server.services.graph_export import GraphExportService
+from persona_server.services.graph_import import GraphImportService, ImportChunk
 from persona_server.services.ingest import IngestService, utcnow
 from persona_server.services.memories import MemoryService
 from persona_server.services.recall import RecallService
 from persona_server.services.results import StreamEvent
-from persona_server.transport import convert, validation
+from persona_server.transport import convert, graph_convert, graph_validation, validation
 from persona_server.transport.auth import current_tenant
 from persona_server.transport.errors import abort
 
@@ -41,6 +44,8 @@ class Services:
     memories: MemoryService
     feed: ContextFeed
     ask: AskService
+    graph_export: GraphExportService
+    graph_import: GraphImportService
     clock: Callable[[], datetime] = utcnow
 
 
@@ -166,5 +171,41 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         async def call() -> svc.DeleteUserResponse:
             user = validation.delete_user(current_tenant(), request)
             return svc.DeleteUserResponse(deleted_memories=await self._s.memories.delete_user(user))
+
+        return await _unary(context, call)
+
+    async def ExportGraph(
+        self, request: gpb.ExportGraphRequest, context: Context
+    ) -> AsyncIterator[gpb.ExportGraphResponse]:
+        try:
+            user, chunk_size = graph_validation.export_request(current_tenant(), request)
+            pages = self._s.graph_export.export(user)
+            try:
+                size = chunk_size or graph_convert.DEFAULT_CHUNK_RECORDS
+                async for chunk in graph_convert.chunks(pages, user.user_id, size):
+                    yield chunk
+            finally:
+                await pages.aclose()  # type: ignore[attr-defined]
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc)
+
+    async def ImportGraph(
+        self, request_iterator: AsyncIterator[gpb.ImportGraphRequest], context: Context
+    ) -> gpb.ImportGraphResponse:
+        async def call() -> gpb.ImportGraphResponse:
+            stream = graph_validation.ImportStream(current_tenant())
+
+            async def chunks() -> AsyncIterator[ImportChunk]:
+                async for request in request_iterator:
+                    yield stream.chunk(request)
+
+            report = await self._s.graph_import.import_graph(chunks())
+            return gpb.ImportGraphResponse(
+                nodes_created=report.nodes_created,
+                nodes_unchanged=report.nodes_unchanged,
+                edges=report.edges,
+            )
 
         return await _unary(context, call)

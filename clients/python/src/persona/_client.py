@@ -16,12 +16,14 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
-from persona import _channel, _requests
+from persona import _channel, _graph, _requests
 from persona._channel import ChannelOptions, TlsConfig
+from persona._errors import PersonaError, from_rpc_error
+from persona._graph import GraphRecord
 from persona._retry import STREAM_RETRY, Attempts, Deadline, RetryPolicy
 from persona._stream import StreamState
 from persona._types import IngestItemLike, MemoryTypeLike, TimeRangeLike, TimestampLike
-from persona.v1 import memory_pb2, memory_service_pb2_grpc
+from persona.v1 import graph_pb2, memory_pb2, memory_service_pb2_grpc
 from persona.v1 import memory_service_pb2 as pb
 
 __all__ = ["AsyncContextStream", "AsyncPersonaClient"]
@@ -298,6 +300,62 @@ class AsyncPersonaClient:
         return await self._unary(
             "DeleteUser", request, pb.DeleteUserResponse, timeout=timeout, retry_safe=True
         )
+
+    async def export_graph(
+        self, user_id: str, *, chunk_size: int = 0, timeout: float | None = None
+    ) -> AsyncIterator[graph_pb2.ExportGraphResponse]:
+        """The user's whole graph as chunks: every node (memory) first, then every edge, in a
+        stable order. No deadline unless `timeout` is given (it bounds the whole export); not
+        retried (an export that fails part way, e.g. ABORTED because the graph changed, is
+        started again by the caller)."""
+        request = _graph.export_request(user_id, chunk_size)
+        call = self._get_stub().ExportGraph(
+            request, timeout=_channel.check_timeout("timeout", timeout), metadata=self._metadata
+        )
+        try:
+            async for chunk in call:
+                yield cast(graph_pb2.ExportGraphResponse, chunk)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        finally:
+            call.cancel()
+
+    async def import_graph(
+        self,
+        user_id: str,
+        records: Iterable[GraphRecord],
+        *,
+        timeout: float | None = None,
+    ) -> graph_pb2.ImportGraphResponse:
+        """Import nodes (`persona.v1.Memory`) and edges (`GraphEdge`), nodes first, as
+        `export_graph` gives them. Sent in chunks; validated whole by the server before it
+        writes anything. Importing the same graph again changes nothing. No deadline unless
+        `timeout` is given."""
+        requests = _graph.import_requests(user_id, records)
+        unbuildable: list[PersonaError] = []
+
+        async def stream() -> AsyncIterator[graph_pb2.ImportGraphRequest]:
+            try:
+                for request in requests:
+                    yield request
+            except PersonaError as exc:
+                # grpc.aio cancels the call when the request iterator raises: keep the reason.
+                unbuildable.append(exc)
+                raise
+
+        try:
+            response = await self._get_stub().ImportGraph(
+                stream(),
+                timeout=_channel.check_timeout("timeout", timeout),
+                metadata=self._metadata,
+            )
+        except (grpc.RpcError, asyncio.CancelledError) as exc:
+            if unbuildable:
+                raise unbuildable[0] from None
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise from_rpc_error(exc) from exc
+        return cast(graph_pb2.ImportGraphResponse, response)
 
 
 class AsyncContextStream:

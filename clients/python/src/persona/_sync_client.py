@@ -15,12 +15,14 @@ from typing import Any, Self, TypeVar, cast
 import grpc
 from google.protobuf.message import Message
 
-from persona import _channel, _requests
+from persona import _channel, _graph, _requests
 from persona._channel import ChannelOptions, TlsConfig
+from persona._errors import from_rpc_error
+from persona._graph import GraphRecord
 from persona._retry import STREAM_RETRY, Attempts, Deadline, RetryPolicy
 from persona._stream import StreamState
 from persona._types import IngestItemLike, MemoryTypeLike, TimeRangeLike, TimestampLike
-from persona.v1 import memory_pb2, memory_service_pb2_grpc
+from persona.v1 import graph_pb2, memory_pb2, memory_service_pb2_grpc
 from persona.v1 import memory_service_pb2 as pb
 
 __all__ = ["ContextStream", "PersonaClient"]
@@ -265,6 +267,41 @@ class PersonaClient:
         return self._unary(
             "DeleteUser", request, pb.DeleteUserResponse, timeout=timeout, retry_safe=True
         )
+
+    def export_graph(
+        self, user_id: str, *, chunk_size: int = 0, timeout: float | None = None
+    ) -> Iterator[graph_pb2.ExportGraphResponse]:
+        """The user's whole graph as chunks: every node first, then every edge (see
+        AsyncPersonaClient.export_graph). Leaving the loop early cancels the call."""
+        request = _graph.export_request(user_id, chunk_size)
+        call = self._stub.ExportGraph(
+            request, timeout=_channel.check_timeout("timeout", timeout), metadata=self._metadata
+        )
+        try:
+            for chunk in call:
+                yield cast(graph_pb2.ExportGraphResponse, chunk)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        finally:
+            call.cancel()
+
+    def import_graph(
+        self,
+        user_id: str,
+        records: Iterable[GraphRecord],
+        *,
+        timeout: float | None = None,
+    ) -> graph_pb2.ImportGraphResponse:
+        """Import nodes and edges, nodes first (see AsyncPersonaClient.import_graph)."""
+        try:
+            response = self._stub.ImportGraph(
+                _graph.import_requests(user_id, records),
+                timeout=_channel.check_timeout("timeout", timeout),
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return cast(graph_pb2.ImportGraphResponse, response)
 
 
 class ContextStream:

@@ -627,7 +627,9 @@ type ExtractionStatus struct {
 	// Which extractor produced (or will produce) the derived memories, e.g. "offline-rules-v1".
 	Extractor string `protobuf:"bytes,4,opt,name=extractor,proto3" json:"extractor,omitempty"`
 	// When the state last changed.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// When the worker tries again (pending or failed with a retry scheduled); unset otherwise.
+	NextAttemptAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -693,6 +695,13 @@ func (x *ExtractionStatus) GetExtractor() string {
 func (x *ExtractionStatus) GetUpdatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *ExtractionStatus) GetNextAttemptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptAt
 	}
 	return nil
 }
@@ -792,7 +801,9 @@ func (x *Episode) GetExtraction() *ExtractionStatus {
 type Psyche struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Trait, value or preference.
-	Kind          PsycheKind `protobuf:"varint,1,opt,name=kind,proto3,enum=persona.v1.PsycheKind" json:"kind,omitempty"`
+	Kind PsycheKind `protobuf:"varint,1,opt,name=kind,proto3,enum=persona.v1.PsycheKind" json:"kind,omitempty"`
+	// The normalised statement that repeated mentions of the same item are merged by.
+	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -834,13 +845,22 @@ func (x *Psyche) GetKind() PsycheKind {
 	return PsycheKind_PSYCHE_KIND_UNSPECIFIED
 }
 
+func (x *Psyche) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
 // Goal holds the fields specific to a goal.
 type Goal struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Where the goal stands.
 	Status GoalStatus `protobuf:"varint,1,opt,name=status,proto3,enum=persona.v1.GoalStatus" json:"status,omitempty"`
 	// When the user means to reach it, if known.
-	DueAt         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=due_at,json=dueAt,proto3" json:"due_at,omitempty"`
+	DueAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=due_at,json=dueAt,proto3" json:"due_at,omitempty"`
+	// The normalised statement that repeated mentions of the same goal are merged by.
+	Key           string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -887,6 +907,13 @@ func (x *Goal) GetDueAt() *timestamppb.Timestamp {
 		return x.DueAt
 	}
 	return nil
+}
+
+func (x *Goal) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
 }
 
 // Entity holds the fields specific to an entity.
@@ -1282,7 +1309,7 @@ const file_persona_v1_memory_proto_rawDesc = "" +
 	"invalid_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tinvalidAt\"~\n" +
 	"\rReinforcement\x12#\n" +
 	"\rmention_count\x18\x01 \x01(\x05R\fmentionCount\x12H\n" +
-	"\x12last_reinforced_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastReinforcedAt\"\xd9\x01\n" +
+	"\x12last_reinforced_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastReinforcedAt\"\x9d\x02\n" +
 	"\x10ExtractionStatus\x121\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1b.persona.v1.ExtractionStateR\x05state\x12\x1a\n" +
 	"\battempts\x18\x02 \x01(\x05R\battempts\x12\x1d\n" +
@@ -1290,7 +1317,8 @@ const file_persona_v1_memory_proto_rawDesc = "" +
 	"last_error\x18\x03 \x01(\tR\tlastError\x12\x1c\n" +
 	"\textractor\x18\x04 \x01(\tR\textractor\x129\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xfb\x01\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12B\n" +
+	"\x0fnext_attempt_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\xfb\x01\n" +
 	"\aEpisode\x12\x1b\n" +
 	"\tsource_id\x18\x01 \x01(\tR\bsourceId\x127\n" +
 	"\vsource_type\x18\x02 \x01(\x0e2\x16.persona.v1.SourceTypeR\n" +
@@ -1300,12 +1328,14 @@ const file_persona_v1_memory_proto_rawDesc = "" +
 	"\asummary\x18\x05 \x01(\tR\asummary\x12<\n" +
 	"\n" +
 	"extraction\x18\x06 \x01(\v2\x1c.persona.v1.ExtractionStatusR\n" +
-	"extraction\"4\n" +
+	"extraction\"F\n" +
 	"\x06Psyche\x12*\n" +
-	"\x04kind\x18\x01 \x01(\x0e2\x16.persona.v1.PsycheKindR\x04kind\"i\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x16.persona.v1.PsycheKindR\x04kind\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"{\n" +
 	"\x04Goal\x12.\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x16.persona.v1.GoalStatusR\x06status\x121\n" +
-	"\x06due_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05dueAt\"\x84\x01\n" +
+	"\x06due_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05dueAt\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\"\x84\x01\n" +
 	"\x06Entity\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x16.persona.v1.EntityKindR\x04kind\x12\x18\n" +
@@ -1434,30 +1464,31 @@ var file_persona_v1_memory_proto_depIdxs = []int32{
 	18, // 2: persona.v1.Reinforcement.last_reinforced_at:type_name -> google.protobuf.Timestamp
 	6,  // 3: persona.v1.ExtractionStatus.state:type_name -> persona.v1.ExtractionState
 	18, // 4: persona.v1.ExtractionStatus.updated_at:type_name -> google.protobuf.Timestamp
-	1,  // 5: persona.v1.Episode.source_type:type_name -> persona.v1.SourceType
-	2,  // 6: persona.v1.Episode.role:type_name -> persona.v1.ChatRole
-	10, // 7: persona.v1.Episode.extraction:type_name -> persona.v1.ExtractionStatus
-	3,  // 8: persona.v1.Psyche.kind:type_name -> persona.v1.PsycheKind
-	4,  // 9: persona.v1.Goal.status:type_name -> persona.v1.GoalStatus
-	18, // 10: persona.v1.Goal.due_at:type_name -> google.protobuf.Timestamp
-	5,  // 11: persona.v1.Entity.kind:type_name -> persona.v1.EntityKind
-	0,  // 12: persona.v1.Memory.type:type_name -> persona.v1.MemoryType
-	18, // 13: persona.v1.Memory.occurred_at:type_name -> google.protobuf.Timestamp
-	18, // 14: persona.v1.Memory.recorded_at:type_name -> google.protobuf.Timestamp
-	8,  // 15: persona.v1.Memory.validity:type_name -> persona.v1.Validity
-	7,  // 16: persona.v1.Memory.provenance:type_name -> persona.v1.Provenance
-	9,  // 17: persona.v1.Memory.reinforcement:type_name -> persona.v1.Reinforcement
-	17, // 18: persona.v1.Memory.metadata:type_name -> persona.v1.Memory.MetadataEntry
-	11, // 19: persona.v1.Memory.episode:type_name -> persona.v1.Episode
-	12, // 20: persona.v1.Memory.psyche:type_name -> persona.v1.Psyche
-	13, // 21: persona.v1.Memory.goal:type_name -> persona.v1.Goal
-	14, // 22: persona.v1.Memory.entity:type_name -> persona.v1.Entity
-	15, // 23: persona.v1.Memory.fact:type_name -> persona.v1.Fact
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	18, // 5: persona.v1.ExtractionStatus.next_attempt_at:type_name -> google.protobuf.Timestamp
+	1,  // 6: persona.v1.Episode.source_type:type_name -> persona.v1.SourceType
+	2,  // 7: persona.v1.Episode.role:type_name -> persona.v1.ChatRole
+	10, // 8: persona.v1.Episode.extraction:type_name -> persona.v1.ExtractionStatus
+	3,  // 9: persona.v1.Psyche.kind:type_name -> persona.v1.PsycheKind
+	4,  // 10: persona.v1.Goal.status:type_name -> persona.v1.GoalStatus
+	18, // 11: persona.v1.Goal.due_at:type_name -> google.protobuf.Timestamp
+	5,  // 12: persona.v1.Entity.kind:type_name -> persona.v1.EntityKind
+	0,  // 13: persona.v1.Memory.type:type_name -> persona.v1.MemoryType
+	18, // 14: persona.v1.Memory.occurred_at:type_name -> google.protobuf.Timestamp
+	18, // 15: persona.v1.Memory.recorded_at:type_name -> google.protobuf.Timestamp
+	8,  // 16: persona.v1.Memory.validity:type_name -> persona.v1.Validity
+	7,  // 17: persona.v1.Memory.provenance:type_name -> persona.v1.Provenance
+	9,  // 18: persona.v1.Memory.reinforcement:type_name -> persona.v1.Reinforcement
+	17, // 19: persona.v1.Memory.metadata:type_name -> persona.v1.Memory.MetadataEntry
+	11, // 20: persona.v1.Memory.episode:type_name -> persona.v1.Episode
+	12, // 21: persona.v1.Memory.psyche:type_name -> persona.v1.Psyche
+	13, // 22: persona.v1.Memory.goal:type_name -> persona.v1.Goal
+	14, // 23: persona.v1.Memory.entity:type_name -> persona.v1.Entity
+	15, // 24: persona.v1.Memory.fact:type_name -> persona.v1.Fact
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_persona_v1_memory_proto_init() }

@@ -2040,7 +2040,7 @@ var File_persona_v1_memory_service_proto protoreflect.FileDescriptor
 const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1fpersona/v1/memory_service.proto\x12\n" +
-	"persona.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17persona/v1/memory.proto\"\xf6\x02\n" +
+	"persona.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16persona/v1/graph.proto\x1a\x17persona/v1/memory.proto\"\xf6\x02\n" +
 	"\n" +
 	"IngestItem\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1b\n" +
@@ -2188,7 +2188,7 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\x17CHANGE_KIND_INVALIDATED\x10\x03\x12\x17\n" +
 	"\x13CHANGE_KIND_DELETED\x10\x04\x12\x17\n" +
 	"\x13CHANGE_KIND_ENTERED\x10\x05\x12\x14\n" +
-	"\x10CHANGE_KIND_LEFT\x10\x062\xfc\x04\n" +
+	"\x10CHANGE_KIND_LEFT\x10\x062\xa0\x06\n" +
 	"\rMemoryService\x12?\n" +
 	"\x06Ingest\x12\x19.persona.v1.IngestRequest\x1a\x1a.persona.v1.IngestResponse\x12?\n" +
 	"\x06Recall\x12\x19.persona.v1.RecallRequest\x1a\x1a.persona.v1.RecallResponse\x12T\n" +
@@ -2198,7 +2198,9 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\fListMemories\x12\x1f.persona.v1.ListMemoriesRequest\x1a .persona.v1.ListMemoriesResponse\x12Q\n" +
 	"\fDeleteMemory\x12\x1f.persona.v1.DeleteMemoryRequest\x1a .persona.v1.DeleteMemoryResponse\x12K\n" +
 	"\n" +
-	"DeleteUser\x12\x1d.persona.v1.DeleteUserRequest\x1a\x1e.persona.v1.DeleteUserResponseB\xb1\x01\n" +
+	"DeleteUser\x12\x1d.persona.v1.DeleteUserRequest\x1a\x1e.persona.v1.DeleteUserResponse\x12P\n" +
+	"\vExportGraph\x12\x1e.persona.v1.ExportGraphRequest\x1a\x1f.persona.v1.ExportGraphResponse0\x01\x12P\n" +
+	"\vImportGraph\x12\x1e.persona.v1.ImportGraphRequest\x1a\x1f.persona.v1.ImportGraphResponse(\x01B\xb1\x01\n" +
 	"\x0ecom.persona.v1B\x12MemoryServiceProtoP\x01ZBgithub.com/persona-dev/persona/clients/go/gen/persona/v1;personav1\xa2\x02\x03PXX\xaa\x02\n" +
 	"Persona.V1\xca\x02\n" +
 	"Persona\\V1\xe2\x02\x16Persona\\V1\\GPBMetadata\xea\x02\vPersona::V1b\x06proto3"
@@ -2256,6 +2258,10 @@ var file_persona_v1_memory_service_proto_goTypes = []any{
 	(*ExtractionStatus)(nil),      // 35: persona.v1.ExtractionStatus
 	(MemoryType)(0),               // 36: persona.v1.MemoryType
 	(*Memory)(nil),                // 37: persona.v1.Memory
+	(*ExportGraphRequest)(nil),    // 38: persona.v1.ExportGraphRequest
+	(*ImportGraphRequest)(nil),    // 39: persona.v1.ImportGraphRequest
+	(*ExportGraphResponse)(nil),   // 40: persona.v1.ExportGraphResponse
+	(*ImportGraphResponse)(nil),   // 41: persona.v1.ImportGraphResponse
 }
 var file_persona_v1_memory_service_proto_depIdxs = []int32{
 	32, // 0: persona.v1.IngestItem.occurred_at:type_name -> google.protobuf.Timestamp
@@ -2301,16 +2307,20 @@ var file_persona_v1_memory_service_proto_depIdxs = []int32{
 	24, // 40: persona.v1.MemoryService.ListMemories:input_type -> persona.v1.ListMemoriesRequest
 	26, // 41: persona.v1.MemoryService.DeleteMemory:input_type -> persona.v1.DeleteMemoryRequest
 	28, // 42: persona.v1.MemoryService.DeleteUser:input_type -> persona.v1.DeleteUserRequest
-	5,  // 43: persona.v1.MemoryService.Ingest:output_type -> persona.v1.IngestResponse
-	11, // 44: persona.v1.MemoryService.Recall:output_type -> persona.v1.RecallResponse
-	14, // 45: persona.v1.MemoryService.AskStructured:output_type -> persona.v1.AskStructuredResponse
-	21, // 46: persona.v1.MemoryService.StreamContext:output_type -> persona.v1.StreamContextResponse
-	23, // 47: persona.v1.MemoryService.GetMemory:output_type -> persona.v1.GetMemoryResponse
-	25, // 48: persona.v1.MemoryService.ListMemories:output_type -> persona.v1.ListMemoriesResponse
-	27, // 49: persona.v1.MemoryService.DeleteMemory:output_type -> persona.v1.DeleteMemoryResponse
-	29, // 50: persona.v1.MemoryService.DeleteUser:output_type -> persona.v1.DeleteUserResponse
-	43, // [43:51] is the sub-list for method output_type
-	35, // [35:43] is the sub-list for method input_type
+	38, // 43: persona.v1.MemoryService.ExportGraph:input_type -> persona.v1.ExportGraphRequest
+	39, // 44: persona.v1.MemoryService.ImportGraph:input_type -> persona.v1.ImportGraphRequest
+	5,  // 45: persona.v1.MemoryService.Ingest:output_type -> persona.v1.IngestResponse
+	11, // 46: persona.v1.MemoryService.Recall:output_type -> persona.v1.RecallResponse
+	14, // 47: persona.v1.MemoryService.AskStructured:output_type -> persona.v1.AskStructuredResponse
+	21, // 48: persona.v1.MemoryService.StreamContext:output_type -> persona.v1.StreamContextResponse
+	23, // 49: persona.v1.MemoryService.GetMemory:output_type -> persona.v1.GetMemoryResponse
+	25, // 50: persona.v1.MemoryService.ListMemories:output_type -> persona.v1.ListMemoriesResponse
+	27, // 51: persona.v1.MemoryService.DeleteMemory:output_type -> persona.v1.DeleteMemoryResponse
+	29, // 52: persona.v1.MemoryService.DeleteUser:output_type -> persona.v1.DeleteUserResponse
+	40, // 53: persona.v1.MemoryService.ExportGraph:output_type -> persona.v1.ExportGraphResponse
+	41, // 54: persona.v1.MemoryService.ImportGraph:output_type -> persona.v1.ImportGraphResponse
+	45, // [45:55] is the sub-list for method output_type
+	35, // [35:45] is the sub-list for method input_type
 	35, // [35:35] is the sub-list for extension type_name
 	35, // [35:35] is the sub-list for extension extendee
 	0,  // [0:35] is the sub-list for field type_name
@@ -2321,6 +2331,7 @@ func file_persona_v1_memory_service_proto_init() {
 	if File_persona_v1_memory_service_proto != nil {
 		return
 	}
+	file_persona_v1_graph_proto_init()
 	file_persona_v1_memory_proto_init()
 	file_persona_v1_memory_service_proto_msgTypes[19].OneofWrappers = []any{
 		(*StreamContextResponse_Snapshot)(nil),

@@ -27,6 +27,8 @@ const (
 	MemoryService_ListMemories_FullMethodName  = "/persona.v1.MemoryService/ListMemories"
 	MemoryService_DeleteMemory_FullMethodName  = "/persona.v1.MemoryService/DeleteMemory"
 	MemoryService_DeleteUser_FullMethodName    = "/persona.v1.MemoryService/DeleteUser"
+	MemoryService_ExportGraph_FullMethodName   = "/persona.v1.MemoryService/ExportGraph"
+	MemoryService_ImportGraph_FullMethodName   = "/persona.v1.MemoryService/ImportGraph"
 )
 
 // MemoryServiceClient is the client API for MemoryService service.
@@ -65,6 +67,13 @@ type MemoryServiceClient interface {
 	DeleteMemory(ctx context.Context, in *DeleteMemoryRequest, opts ...grpc.CallOption) (*DeleteMemoryResponse, error)
 	// DeleteUser deletes everything Persona holds about a user, indexes included.
 	DeleteUser(ctx context.Context, in *DeleteUserRequest, opts ...grpc.CallOption) (*DeleteUserResponse, error)
+	// ExportGraph streams a user's whole graph (every memory, then every relationship) in a
+	// stable order and bounded server memory. ABORTED if the user's graph changed meanwhile.
+	ExportGraph(ctx context.Context, in *ExportGraphRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportGraphResponse], error)
+	// ImportGraph writes an exported graph into a user (client streaming), keeping ids, times,
+	// provenance, the chain, validity and extraction state. Validated whole before anything is
+	// written; importing the same graph again changes nothing.
+	ImportGraph(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportGraphRequest, ImportGraphResponse], error)
 }
 
 type memoryServiceClient struct {
@@ -164,6 +173,38 @@ func (c *memoryServiceClient) DeleteUser(ctx context.Context, in *DeleteUserRequ
 	return out, nil
 }
 
+func (c *memoryServiceClient) ExportGraph(ctx context.Context, in *ExportGraphRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportGraphResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MemoryService_ServiceDesc.Streams[1], MemoryService_ExportGraph_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportGraphRequest, ExportGraphResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MemoryService_ExportGraphClient = grpc.ServerStreamingClient[ExportGraphResponse]
+
+func (c *memoryServiceClient) ImportGraph(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportGraphRequest, ImportGraphResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MemoryService_ServiceDesc.Streams[2], MemoryService_ImportGraph_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportGraphRequest, ImportGraphResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MemoryService_ImportGraphClient = grpc.ClientStreamingClient[ImportGraphRequest, ImportGraphResponse]
+
 // MemoryServiceServer is the server API for MemoryService service.
 // All implementations must embed UnimplementedMemoryServiceServer
 // for forward compatibility.
@@ -200,6 +241,13 @@ type MemoryServiceServer interface {
 	DeleteMemory(context.Context, *DeleteMemoryRequest) (*DeleteMemoryResponse, error)
 	// DeleteUser deletes everything Persona holds about a user, indexes included.
 	DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error)
+	// ExportGraph streams a user's whole graph (every memory, then every relationship) in a
+	// stable order and bounded server memory. ABORTED if the user's graph changed meanwhile.
+	ExportGraph(*ExportGraphRequest, grpc.ServerStreamingServer[ExportGraphResponse]) error
+	// ImportGraph writes an exported graph into a user (client streaming), keeping ids, times,
+	// provenance, the chain, validity and extraction state. Validated whole before anything is
+	// written; importing the same graph again changes nothing.
+	ImportGraph(grpc.ClientStreamingServer[ImportGraphRequest, ImportGraphResponse]) error
 	mustEmbedUnimplementedMemoryServiceServer()
 }
 
@@ -233,6 +281,12 @@ func (UnimplementedMemoryServiceServer) DeleteMemory(context.Context, *DeleteMem
 }
 func (UnimplementedMemoryServiceServer) DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteUser not implemented")
+}
+func (UnimplementedMemoryServiceServer) ExportGraph(*ExportGraphRequest, grpc.ServerStreamingServer[ExportGraphResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportGraph not implemented")
+}
+func (UnimplementedMemoryServiceServer) ImportGraph(grpc.ClientStreamingServer[ImportGraphRequest, ImportGraphResponse]) error {
+	return status.Error(codes.Unimplemented, "method ImportGraph not implemented")
 }
 func (UnimplementedMemoryServiceServer) mustEmbedUnimplementedMemoryServiceServer() {}
 func (UnimplementedMemoryServiceServer) testEmbeddedByValue()                       {}
@@ -392,6 +446,24 @@ func _MemoryService_DeleteUser_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MemoryService_ExportGraph_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportGraphRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MemoryServiceServer).ExportGraph(m, &grpc.GenericServerStream[ExportGraphRequest, ExportGraphResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MemoryService_ExportGraphServer = grpc.ServerStreamingServer[ExportGraphResponse]
+
+func _MemoryService_ImportGraph_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(MemoryServiceServer).ImportGraph(&grpc.GenericServerStream[ImportGraphRequest, ImportGraphResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MemoryService_ImportGraphServer = grpc.ClientStreamingServer[ImportGraphRequest, ImportGraphResponse]
+
 // MemoryService_ServiceDesc is the grpc.ServiceDesc for MemoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -433,6 +505,16 @@ var MemoryService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "StreamContext",
 			Handler:       _MemoryService_StreamContext_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExportGraph",
+			Handler:       _MemoryService_ExportGraph_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ImportGraph",
+			Handler:       _MemoryService_ImportGraph_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "persona/v1/memory_service.proto",

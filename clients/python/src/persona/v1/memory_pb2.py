@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17persona/v1/memory.proto\x12\npersona.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n\nProvenance\x12\x1d\n\nsource_ids\x18\x01 \x03(\tR\tsourceIds\x12\x1f\n\x0b\x65pisode_ids\x18\x02 \x03(\tR\nepisodeIds\"\x80\x01\n\x08Validity\x12\x39\n\nvalid_from\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tvalidFrom\x12\x39\n\ninvalid_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tinvalidAt\"~\n\rReinforcement\x12#\n\rmention_count\x18\x01 \x01(\x05R\x0cmentionCount\x12H\n\x12last_reinforced_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x10lastReinforcedAt\"\xd9\x01\n\x10\x45xtractionStatus\x12\x31\n\x05state\x18\x01 \x01(\x0e\x32\x1b.persona.v1.ExtractionStateR\x05state\x12\x1a\n\x08\x61ttempts\x18\x02 \x01(\x05R\x08\x61ttempts\x12\x1d\n\nlast_error\x18\x03 \x01(\tR\tlastError\x12\x1c\n\textractor\x18\x04 \x01(\tR\textractor\x12\x39\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\"\xfb\x01\n\x07\x45pisode\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x37\n\x0bsource_type\x18\x02 \x01(\x0e\x32\x16.persona.v1.SourceTypeR\nsourceType\x12\x18\n\x07speaker\x18\x03 \x01(\tR\x07speaker\x12(\n\x04role\x18\x04 \x01(\x0e\x32\x14.persona.v1.ChatRoleR\x04role\x12\x18\n\x07summary\x18\x05 \x01(\tR\x07summary\x12<\n\nextraction\x18\x06 \x01(\x0b\x32\x1c.persona.v1.ExtractionStatusR\nextraction\"4\n\x06Psyche\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x16.persona.v1.PsycheKindR\x04kind\"i\n\x04Goal\x12.\n\x06status\x18\x01 \x01(\x0e\x32\x16.persona.v1.GoalStatusR\x06status\x12\x31\n\x06\x64ue_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05\x64ueAt\"\x84\x01\n\x06\x45ntity\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x16.persona.v1.EntityKindR\x04kind\x12\x18\n\x07\x61liases\x18\x03 \x03(\tR\x07\x61liases\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\"\x83\x01\n\x04\x46\x61\x63t\x12\x1d\n\nsubject_id\x18\x01 \x01(\tR\tsubjectId\x12\x1c\n\tpredicate\x18\x02 \x01(\tR\tpredicate\x12\x1b\n\tobject_id\x18\x03 \x01(\tR\x08objectId\x12!\n\x0cobject_value\x18\x04 \x01(\tR\x0bobjectValue\"\xf8\x05\n\x06Memory\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x16.persona.v1.MemoryTypeR\x04type\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\x12\x12\n\x04text\x18\x04 \x01(\tR\x04text\x12;\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12;\n\x0brecorded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordedAt\x12\x30\n\x08validity\x18\x07 \x01(\x0b\x32\x14.persona.v1.ValidityR\x08validity\x12\x36\n\nprovenance\x18\x08 \x01(\x0b\x32\x16.persona.v1.ProvenanceR\nprovenance\x12?\n\rreinforcement\x18\t \x01(\x0b\x32\x19.persona.v1.ReinforcementR\rreinforcement\x12<\n\x08metadata\x18\n \x03(\x0b\x32 .persona.v1.Memory.MetadataEntryR\x08metadata\x12/\n\x07\x65pisode\x18\x14 \x01(\x0b\x32\x13.persona.v1.EpisodeH\x00R\x07\x65pisode\x12,\n\x06psyche\x18\x15 \x01(\x0b\x32\x12.persona.v1.PsycheH\x00R\x06psyche\x12&\n\x04goal\x18\x16 \x01(\x0b\x32\x10.persona.v1.GoalH\x00R\x04goal\x12,\n\x06\x65ntity\x18\x17 \x01(\x0b\x32\x12.persona.v1.EntityH\x00R\x06\x65ntity\x12&\n\x04\x66\x61\x63t\x18\x18 \x01(\x0b\x32\x10.persona.v1.FactH\x00R\x04\x66\x61\x63t\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\x08\n\x06\x64\x65tail*\x9e\x01\n\nMemoryType\x12\x1b\n\x17MEMORY_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13MEMORY_TYPE_EPISODE\x10\x01\x12\x16\n\x12MEMORY_TYPE_PSYCHE\x10\x02\x12\x14\n\x10MEMORY_TYPE_GOAL\x10\x03\x12\x16\n\x12MEMORY_TYPE_ENTITY\x10\x04\x12\x14\n\x10MEMORY_TYPE_FACT\x10\x05*\xa5\x01\n\nSourceType\x12\x1b\n\x17SOURCE_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10SOURCE_TYPE_TEXT\x10\x01\x12\x1c\n\x18SOURCE_TYPE_CHAT_MESSAGE\x10\x02\x12\x15\n\x11SOURCE_TYPE_EMAIL\x10\x03\x12\x18\n\x14SOURCE_TYPE_DOCUMENT\x10\x04\x12\x15\n\x11SOURCE_TYPE_EVENT\x10\x05*g\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43HAT_ROLE_USER\x10\x01\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x02\x12\x13\n\x0f\x43HAT_ROLE_OTHER\x10\x03*s\n\nPsycheKind\x12\x1b\n\x17PSYCHE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11PSYCHE_KIND_TRAIT\x10\x01\x12\x15\n\x11PSYCHE_KIND_VALUE\x10\x02\x12\x1a\n\x16PSYCHE_KIND_PREFERENCE\x10\x03*v\n\nGoalStatus\x12\x1b\n\x17GOAL_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12GOAL_STATUS_ACTIVE\x10\x01\x12\x18\n\x14GOAL_STATUS_ACHIEVED\x10\x02\x12\x19\n\x15GOAL_STATUS_ABANDONED\x10\x03*\xbb\x01\n\nEntityKind\x12\x1b\n\x17\x45NTITY_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NTITY_KIND_PERSON\x10\x01\x12\x15\n\x11\x45NTITY_KIND_PLACE\x10\x02\x12\x1c\n\x18\x45NTITY_KIND_ORGANIZATION\x10\x03\x12\x15\n\x11\x45NTITY_KIND_THING\x10\x04\x12\x15\n\x11\x45NTITY_KIND_EVENT\x10\x05\x12\x15\n\x11\x45NTITY_KIND_OTHER\x10\x06*\x89\x01\n\x0f\x45xtractionState\x12 \n\x1c\x45XTRACTION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XTRACTION_STATE_PENDING\x10\x01\x12\x19\n\x15\x45XTRACTION_STATE_DONE\x10\x02\x12\x1b\n\x17\x45XTRACTION_STATE_FAILED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17persona/v1/memory.proto\x12\npersona.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n\nProvenance\x12\x1d\n\nsource_ids\x18\x01 \x03(\tR\tsourceIds\x12\x1f\n\x0b\x65pisode_ids\x18\x02 \x03(\tR\nepisodeIds\"\x80\x01\n\x08Validity\x12\x39\n\nvalid_from\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tvalidFrom\x12\x39\n\ninvalid_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tinvalidAt\"~\n\rReinforcement\x12#\n\rmention_count\x18\x01 \x01(\x05R\x0cmentionCount\x12H\n\x12last_reinforced_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x10lastReinforcedAt\"\x9d\x02\n\x10\x45xtractionStatus\x12\x31\n\x05state\x18\x01 \x01(\x0e\x32\x1b.persona.v1.ExtractionStateR\x05state\x12\x1a\n\x08\x61ttempts\x18\x02 \x01(\x05R\x08\x61ttempts\x12\x1d\n\nlast_error\x18\x03 \x01(\tR\tlastError\x12\x1c\n\textractor\x18\x04 \x01(\tR\textractor\x12\x39\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x42\n\x0fnext_attempt_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\xfb\x01\n\x07\x45pisode\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x37\n\x0bsource_type\x18\x02 \x01(\x0e\x32\x16.persona.v1.SourceTypeR\nsourceType\x12\x18\n\x07speaker\x18\x03 \x01(\tR\x07speaker\x12(\n\x04role\x18\x04 \x01(\x0e\x32\x14.persona.v1.ChatRoleR\x04role\x12\x18\n\x07summary\x18\x05 \x01(\tR\x07summary\x12<\n\nextraction\x18\x06 \x01(\x0b\x32\x1c.persona.v1.ExtractionStatusR\nextraction\"F\n\x06Psyche\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x16.persona.v1.PsycheKindR\x04kind\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\"{\n\x04Goal\x12.\n\x06status\x18\x01 \x01(\x0e\x32\x16.persona.v1.GoalStatusR\x06status\x12\x31\n\x06\x64ue_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05\x64ueAt\x12\x10\n\x03key\x18\x03 \x01(\tR\x03key\"\x84\x01\n\x06\x45ntity\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x16.persona.v1.EntityKindR\x04kind\x12\x18\n\x07\x61liases\x18\x03 \x03(\tR\x07\x61liases\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\"\x83\x01\n\x04\x46\x61\x63t\x12\x1d\n\nsubject_id\x18\x01 \x01(\tR\tsubjectId\x12\x1c\n\tpredicate\x18\x02 \x01(\tR\tpredicate\x12\x1b\n\tobject_id\x18\x03 \x01(\tR\x08objectId\x12!\n\x0cobject_value\x18\x04 \x01(\tR\x0bobjectValue\"\xf8\x05\n\x06Memory\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x16.persona.v1.MemoryTypeR\x04type\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\x12\x12\n\x04text\x18\x04 \x01(\tR\x04text\x12;\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12;\n\x0brecorded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordedAt\x12\x30\n\x08validity\x18\x07 \x01(\x0b\x32\x14.persona.v1.ValidityR\x08validity\x12\x36\n\nprovenance\x18\x08 \x01(\x0b\x32\x16.persona.v1.ProvenanceR\nprovenance\x12?\n\rreinforcement\x18\t \x01(\x0b\x32\x19.persona.v1.ReinforcementR\rreinforcement\x12<\n\x08metadata\x18\n \x03(\x0b\x32 .persona.v1.Memory.MetadataEntryR\x08metadata\x12/\n\x07\x65pisode\x18\x14 \x01(\x0b\x32\x13.persona.v1.EpisodeH\x00R\x07\x65pisode\x12,\n\x06psyche\x18\x15 \x01(\x0b\x32\x12.persona.v1.PsycheH\x00R\x06psyche\x12&\n\x04goal\x18\x16 \x01(\x0b\x32\x10.persona.v1.GoalH\x00R\x04goal\x12,\n\x06\x65ntity\x18\x17 \x01(\x0b\x32\x12.persona.v1.EntityH\x00R\x06\x65ntity\x12&\n\x04\x66\x61\x63t\x18\x18 \x01(\x0b\x32\x10.persona.v1.FactH\x00R\x04\x66\x61\x63t\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\x08\n\x06\x64\x65tail*\x9e\x01\n\nMemoryType\x12\x1b\n\x17MEMORY_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13MEMORY_TYPE_EPISODE\x10\x01\x12\x16\n\x12MEMORY_TYPE_PSYCHE\x10\x02\x12\x14\n\x10MEMORY_TYPE_GOAL\x10\x03\x12\x16\n\x12MEMORY_TYPE_ENTITY\x10\x04\x12\x14\n\x10MEMORY_TYPE_FACT\x10\x05*\xa5\x01\n\nSourceType\x12\x1b\n\x17SOURCE_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10SOURCE_TYPE_TEXT\x10\x01\x12\x1c\n\x18SOURCE_TYPE_CHAT_MESSAGE\x10\x02\x12\x15\n\x11SOURCE_TYPE_EMAIL\x10\x03\x12\x18\n\x14SOURCE_TYPE_DOCUMENT\x10\x04\x12\x15\n\x11SOURCE_TYPE_EVENT\x10\x05*g\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43HAT_ROLE_USER\x10\x01\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x02\x12\x13\n\x0f\x43HAT_ROLE_OTHER\x10\x03*s\n\nPsycheKind\x12\x1b\n\x17PSYCHE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11PSYCHE_KIND_TRAIT\x10\x01\x12\x15\n\x11PSYCHE_KIND_VALUE\x10\x02\x12\x1a\n\x16PSYCHE_KIND_PREFERENCE\x10\x03*v\n\nGoalStatus\x12\x1b\n\x17GOAL_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12GOAL_STATUS_ACTIVE\x10\x01\x12\x18\n\x14GOAL_STATUS_ACHIEVED\x10\x02\x12\x19\n\x15GOAL_STATUS_ABANDONED\x10\x03*\xbb\x01\n\nEntityKind\x12\x1b\n\x17\x45NTITY_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NTITY_KIND_PERSON\x10\x01\x12\x15\n\x11\x45NTITY_KIND_PLACE\x10\x02\x12\x1c\n\x18\x45NTITY_KIND_ORGANIZATION\x10\x03\x12\x15\n\x11\x45NTITY_KIND_THING\x10\x04\x12\x15\n\x11\x45NTITY_KIND_EVENT\x10\x05\x12\x15\n\x11\x45NTITY_KIND_OTHER\x10\x06*\x89\x01\n\x0f\x45xtractionState\x12 \n\x1c\x45XTRACTION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XTRACTION_STATE_PENDING\x10\x01\x12\x19\n\x15\x45XTRACTION_STATE_DONE\x10\x02\x12\x1b\n\x17\x45XTRACTION_STATE_FAILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,20 +34,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MEMORY_METADATAENTRY']._loaded_options = None
   _globals['_MEMORY_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_MEMORYTYPE']._serialized_start=2077
-  _globals['_MEMORYTYPE']._serialized_end=2235
-  _globals['_SOURCETYPE']._serialized_start=2238
-  _globals['_SOURCETYPE']._serialized_end=2403
-  _globals['_CHATROLE']._serialized_start=2405
-  _globals['_CHATROLE']._serialized_end=2508
-  _globals['_PSYCHEKIND']._serialized_start=2510
-  _globals['_PSYCHEKIND']._serialized_end=2625
-  _globals['_GOALSTATUS']._serialized_start=2627
-  _globals['_GOALSTATUS']._serialized_end=2745
-  _globals['_ENTITYKIND']._serialized_start=2748
-  _globals['_ENTITYKIND']._serialized_end=2935
-  _globals['_EXTRACTIONSTATE']._serialized_start=2938
-  _globals['_EXTRACTIONSTATE']._serialized_end=3075
+  _globals['_MEMORYTYPE']._serialized_start=2181
+  _globals['_MEMORYTYPE']._serialized_end=2339
+  _globals['_SOURCETYPE']._serialized_start=2342
+  _globals['_SOURCETYPE']._serialized_end=2507
+  _globals['_CHATROLE']._serialized_start=2509
+  _globals['_CHATROLE']._serialized_end=2612
+  _globals['_PSYCHEKIND']._serialized_start=2614
+  _globals['_PSYCHEKIND']._serialized_end=2729
+  _globals['_GOALSTATUS']._serialized_start=2731
+  _globals['_GOALSTATUS']._serialized_end=2849
+  _globals['_ENTITYKIND']._serialized_start=2852
+  _globals['_ENTITYKIND']._serialized_end=3039
+  _globals['_EXTRACTIONSTATE']._serialized_start=3042
+  _globals['_EXTRACTIONSTATE']._serialized_end=3179
   _globals['_PROVENANCE']._serialized_start=72
   _globals['_PROVENANCE']._serialized_end=148
   _globals['_VALIDITY']._serialized_start=151
@@ -55,19 +55,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REINFORCEMENT']._serialized_start=281
   _globals['_REINFORCEMENT']._serialized_end=407
   _globals['_EXTRACTIONSTATUS']._serialized_start=410
-  _globals['_EXTRACTIONSTATUS']._serialized_end=627
-  _globals['_EPISODE']._serialized_start=630
-  _globals['_EPISODE']._serialized_end=881
-  _globals['_PSYCHE']._serialized_start=883
-  _globals['_PSYCHE']._serialized_end=935
-  _globals['_GOAL']._serialized_start=937
-  _globals['_GOAL']._serialized_end=1042
-  _globals['_ENTITY']._serialized_start=1045
-  _globals['_ENTITY']._serialized_end=1177
-  _globals['_FACT']._serialized_start=1180
-  _globals['_FACT']._serialized_end=1311
-  _globals['_MEMORY']._serialized_start=1314
-  _globals['_MEMORY']._serialized_end=2074
-  _globals['_MEMORY_METADATAENTRY']._serialized_start=2005
-  _globals['_MEMORY_METADATAENTRY']._serialized_end=2064
+  _globals['_EXTRACTIONSTATUS']._serialized_end=695
+  _globals['_EPISODE']._serialized_start=698
+  _globals['_EPISODE']._serialized_end=949
+  _globals['_PSYCHE']._serialized_start=951
+  _globals['_PSYCHE']._serialized_end=1021
+  _globals['_GOAL']._serialized_start=1023
+  _globals['_GOAL']._serialized_end=1146
+  _globals['_ENTITY']._serialized_start=1149
+  _globals['_ENTITY']._serialized_end=1281
+  _globals['_FACT']._serialized_start=1284
+  _globals['_FACT']._serialized_end=1415
+  _globals['_MEMORY']._serialized_start=1418
+  _globals['_MEMORY']._serialized_end=2178
+  _globals['_MEMORY_METADATAENTRY']._serialized_start=2109
+  _globals['_MEMORY_METADATAENTRY']._serialized_end=2168
 # @@protoc_insertion_point(module_scope)

@@ -345,6 +345,7 @@ class ExtractionStatus(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     EXTRACTOR_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     state: Global___ExtractionState.ValueType
     """Current state."""
     attempts: _builtins.int
@@ -357,6 +358,10 @@ class ExtractionStatus(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the state last changed."""
 
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """When the worker tries again (pending or failed with a retry scheduled); unset otherwise."""
+
     def __init__(
         self,
         *,
@@ -365,10 +370,11 @@ class ExtractionStatus(_message.Message):
         last_error: _builtins.str = ...,
         extractor: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_at", b"next_attempt_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "extractor", b"extractor", "last_error", b"last_error", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "extractor", b"extractor", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -425,16 +431,20 @@ class Psyche(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KIND_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
     kind: Global___PsycheKind.ValueType
     """Trait, value or preference."""
+    key: _builtins.str
+    """The normalised statement that repeated mentions of the same item are merged by."""
     def __init__(
         self,
         *,
         kind: Global___PsycheKind.ValueType = ...,
+        key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "kind", b"kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -448,8 +458,11 @@ class Goal(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     DUE_AT_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
     status: Global___GoalStatus.ValueType
     """Where the goal stands."""
+    key: _builtins.str
+    """The normalised statement that repeated mentions of the same goal are merged by."""
     @_builtins.property
     def due_at(self) -> _timestamp_pb2.Timestamp:
         """When the user means to reach it, if known."""
@@ -459,10 +472,11 @@ class Goal(_message.Message):
         *,
         status: Global___GoalStatus.ValueType = ...,
         due_at: _timestamp_pb2.Timestamp | None = ...,
+        key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["due_at", b"due_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_at", b"due_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_at", b"due_at", "key", b"key", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from persona.v1 import graph_pb2 as persona_dot_v1_dot_graph__pb2
 from persona.v1 import memory_service_pb2 as persona_dot_v1_dot_memory__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -81,6 +82,16 @@ class MemoryServiceStub:
                 request_serializer=persona_dot_v1_dot_memory__service__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=persona_dot_v1_dot_memory__service__pb2.DeleteUserResponse.FromString,
                 _registered_method=True)
+        self.ExportGraph = channel.unary_stream(
+                '/persona.v1.MemoryService/ExportGraph',
+                request_serializer=persona_dot_v1_dot_graph__pb2.ExportGraphRequest.SerializeToString,
+                response_deserializer=persona_dot_v1_dot_graph__pb2.ExportGraphResponse.FromString,
+                _registered_method=True)
+        self.ImportGraph = channel.stream_unary(
+                '/persona.v1.MemoryService/ImportGraph',
+                request_serializer=persona_dot_v1_dot_graph__pb2.ImportGraphRequest.SerializeToString,
+                response_deserializer=persona_dot_v1_dot_graph__pb2.ImportGraphResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -157,6 +168,23 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportGraph(self, request, context):
+        """ExportGraph streams a user's whole graph (every memory, then every relationship) in a
+        stable order and bounded server memory. ABORTED if the user's graph changed meanwhile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportGraph(self, request_iterator, context):
+        """ImportGraph writes an exported graph into a user (client streaming), keeping ids, times,
+        provenance, the chain, validity and extraction state. Validated whole before anything is
+        written; importing the same graph again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +227,16 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.DeleteUser,
                     request_deserializer=persona_dot_v1_dot_memory__service__pb2.DeleteUserRequest.FromString,
                     response_serializer=persona_dot_v1_dot_memory__service__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'ExportGraph': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportGraph,
+                    request_deserializer=persona_dot_v1_dot_graph__pb2.ExportGraphRequest.FromString,
+                    response_serializer=persona_dot_v1_dot_graph__pb2.ExportGraphResponse.SerializeToString,
+            ),
+            'ImportGraph': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportGraph,
+                    request_deserializer=persona_dot_v1_dot_graph__pb2.ImportGraphRequest.FromString,
+                    response_serializer=persona_dot_v1_dot_graph__pb2.ImportGraphResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -424,6 +462,60 @@ class MemoryService:
             '/persona.v1.MemoryService/DeleteUser',
             persona_dot_v1_dot_memory__service__pb2.DeleteUserRequest.SerializeToString,
             persona_dot_v1_dot_memory__service__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportGraph(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/persona.v1.MemoryService/ExportGraph',
+            persona_dot_v1_dot_graph__pb2.ExportGraphRequest.SerializeToString,
+            persona_dot_v1_dot_graph__pb2.ExportGraphResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportGraph(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/persona.v1.MemoryService/ImportGraph',
+            persona_dot_v1_dot_graph__pb2.ImportGraphRequest.SerializeToString,
+            persona_dot_v1_dot_graph__pb2.ImportGraphResponse.FromString,
             options,
             channel_credentials,
             insecure,

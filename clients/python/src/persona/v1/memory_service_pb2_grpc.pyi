@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from persona.v1 import graph_pb2 as _graph_pb2
 from persona.v1 import memory_service_pb2 as _memory_service_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -68,6 +69,15 @@ class MemoryServiceStub:
     """DeleteMemory deletes one memory; deleting an episode also deletes what was derived only from it."""
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.DeleteUserRequest, _memory_service_pb2.DeleteUserResponse]
     """DeleteUser deletes everything Persona holds about a user, indexes included."""
+    ExportGraph: _grpc.UnaryStreamMultiCallable[_graph_pb2.ExportGraphRequest, _graph_pb2.ExportGraphResponse]
+    """ExportGraph streams a user's whole graph (every memory, then every relationship) in a
+    stable order and bounded server memory. ABORTED if the user's graph changed meanwhile.
+    """
+    ImportGraph: _grpc.StreamUnaryMultiCallable[_graph_pb2.ImportGraphRequest, _graph_pb2.ImportGraphResponse]
+    """ImportGraph writes an exported graph into a user (client streaming), keeping ids, times,
+    provenance, the chain, validity and extraction state. Validated whole before anything is
+    written; importing the same graph again changes nothing.
+    """
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -109,6 +119,15 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """DeleteMemory deletes one memory; deleting an episode also deletes what was derived only from it."""
     DeleteUser: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.DeleteUserRequest, _memory_service_pb2.DeleteUserResponse]  # type: ignore[assignment]
     """DeleteUser deletes everything Persona holds about a user, indexes included."""
+    ExportGraph: _aio.UnaryStreamMultiCallable[_graph_pb2.ExportGraphRequest, _graph_pb2.ExportGraphResponse]  # type: ignore[assignment]
+    """ExportGraph streams a user's whole graph (every memory, then every relationship) in a
+    stable order and bounded server memory. ABORTED if the user's graph changed meanwhile.
+    """
+    ImportGraph: _aio.StreamUnaryMultiCallable[_graph_pb2.ImportGraphRequest, _graph_pb2.ImportGraphResponse]  # type: ignore[assignment]
+    """ImportGraph writes an exported graph into a user (client streaming), keeping ids, times,
+    provenance, the chain, validity and extraction state. Validated whole before anything is
+    written; importing the same graph again changes nothing.
+    """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """MemoryService is Persona's API: ingest what users say and do, and recall it.
@@ -195,5 +214,26 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_service_pb2.DeleteUserResponse, _abc.Awaitable[_memory_service_pb2.DeleteUserResponse]]:
         """DeleteUser deletes everything Persona holds about a user, indexes included."""
+
+    @_abc_1.abstractmethod
+    def ExportGraph(
+        self,
+        request: _graph_pb2.ExportGraphRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_graph_pb2.ExportGraphResponse], _abc.AsyncIterator[_graph_pb2.ExportGraphResponse]]:
+        """ExportGraph streams a user's whole graph (every memory, then every relationship) in a
+        stable order and bounded server memory. ABORTED if the user's graph changed meanwhile.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportGraph(
+        self,
+        request_iterator: _MaybeAsyncIterator[_graph_pb2.ImportGraphRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_graph_pb2.ImportGraphResponse, _abc.Awaitable[_graph_pb2.ImportGraphResponse]]:
+        """ImportGraph writes an exported graph into a user (client streaming), keeping ids, times,
+        provenance, the chain, validity and extraction state. Validated whole before anything is
+        written; importing the same graph again changes nothing.
+        """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -54,6 +54,9 @@ INDEXES: tuple[LiteralString, ...] = (
     # Chain neighbours in O(log n): the order the NEXT relationships follow.
     "CREATE INDEX persona_episode_chain IF NOT EXISTS "
     "FOR (e:Episode) ON (e.tenant, e.user_id, e.chain_at, e.seq)",
+    # Episodes in ingest order (export pages).
+    "CREATE INDEX persona_episode_seq IF NOT EXISTS "
+    "FOR (e:Episode) ON (e.tenant, e.user_id, e.seq)",
     "CREATE INDEX persona_episode_due IF NOT EXISTS FOR (e:Episode) ON (e.extraction_due)",
     # The bounded reads of MemoryOps.ranked (the profile), each read in index order to its limit.
     "CREATE INDEX persona_memory_type_recorded IF NOT EXISTS "

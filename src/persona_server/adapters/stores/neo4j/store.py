@@ -31,6 +31,7 @@ from persona_server.adapters.stores.neo4j.driver import (
     Connection,
 )
 from persona_server.adapters.stores.neo4j.episodes import Neo4jEpisodeOps
+from persona_server.adapters.stores.neo4j.export import Neo4jExportOps
 from persona_server.adapters.stores.neo4j.memories import Neo4jMemoryOps
 from persona_server.adapters.stores.neo4j.schema import ensure_schema
 from persona_server.adapters.stores.neo4j.search import Neo4jSearchOps
@@ -41,6 +42,7 @@ from persona_server.ports.graph_store import (
     ChangeOps,
     EmbeddingMismatchError,
     EpisodeOps,
+    ExportOps,
     GraphStore,
     MemoryOps,
     SearchOps,
@@ -92,6 +94,7 @@ class Neo4jGraphStore:
         self.search: SearchOps = self._search
         self.users: UserOps = Neo4jUserOps(self._conn)
         self.changes: ChangeOps = Neo4jChangeOps(self._conn)
+        self.export: ExportOps = Neo4jExportOps(self._conn)
         self._model = ""
         self._dimension = 0
         # The schema is known to be in place; cleared by an outage, restored by `ping`.

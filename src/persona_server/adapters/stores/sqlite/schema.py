@@ -69,6 +69,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS memories_source
     ON memories (user_key, source_id) WHERE source_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS memories_chain
     ON memories (user_key, chain_at, seq) WHERE type = 'episode';
+-- Episodes in ingest order (export pages).
+CREATE INDEX IF NOT EXISTS memories_seq
+    ON memories (user_key, seq) WHERE type = 'episode';
 CREATE INDEX IF NOT EXISTS memories_recorded
     ON memories (user_key, recorded_at, id);
 CREATE INDEX IF NOT EXISTS memories_due

@@ -10,6 +10,7 @@ from persona_server.adapters.stores.sqlite.changes import SqliteChangeOps
 from persona_server.adapters.stores.sqlite.connection import Database, write_transaction
 from persona_server.adapters.stores.sqlite.context import StoreContext
 from persona_server.adapters.stores.sqlite.episodes import SqliteEpisodeOps
+from persona_server.adapters.stores.sqlite.export import SqliteExportOps
 from persona_server.adapters.stores.sqlite.memories import SqliteMemoryOps
 from persona_server.adapters.stores.sqlite.schema import SCHEMA_VERSION, check_sqlite, create_schema
 from persona_server.adapters.stores.sqlite.search import SqliteSearchOps
@@ -20,6 +21,7 @@ from persona_server.ports.graph_store import (
     ChangeOps,
     EmbeddingMismatchError,
     EpisodeOps,
+    ExportOps,
     GraphStore,
     MemoryOps,
     SearchOps,
@@ -61,6 +63,7 @@ class SqliteGraphStore:
         self.search: SearchOps = SqliteSearchOps(self._ctx, self.episodes, self.memories)
         self.users: UserOps = SqliteUserOps(self._ctx)
         self.changes: ChangeOps = SqliteChangeOps(self._db)
+        self.export: ExportOps = SqliteExportOps(self._db)
 
     @property
     def vector_cache(self) -> VectorCache:
