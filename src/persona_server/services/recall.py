@@ -53,7 +53,7 @@ class RecallTuning:
     graph_seeds: int = 5
     graph_weight: float = 0.1
     graph_limit: int = 10
-    temporal_seeds: int = 5
+    temporal_seeds: int = 20
     temporal_weight: float = 0.5
     temporal_window: int = 2  # episodes before and after a seed in the event-time chain
     # A query that names a time ("last May", "in 2022") adds a vector search restricted to it.
@@ -71,7 +71,7 @@ class RecallTuning:
     passage_seeds: int = 20
     passage_gap_s: float = 3600.0
     # A joined episode scores at least this share of its passage's leader.
-    passage_floor: float = 0.2
+    passage_floor: float = 0.45
 
 
 class RecallService:
@@ -128,12 +128,15 @@ class RecallService:
         passage_seeds = t.passage_seeds if t.passage_size > 1 else 0
         chain_seeds = episodes[: max(len(temporal_seeds), passage_seeds)]
 
+        chosen: list[str] = []
+
         def choose(found: Neighbours) -> list[str]:
             scores, _ = self._expanded(fused, found, temporal_seeds)
             # Before the fetch nothing is known of the sittings: every near pair may join.
             ranked = self._ranked(scores, wants_entities)
             groups = self._passages(ranked, scores, found, None, limit=fetch)
-            return [i for group in groups[:fetch] for i in group]
+            chosen[:] = [i for group in groups[:fetch] for i in group]
+            return chosen
 
         found, memories = await self._store.search.around(
             q.user,
@@ -149,7 +152,7 @@ class RecallService:
             channels[memory_id].extend(hits)
 
         ranked = self._ranked(scores, wants_entities)
-        tried = set(choose(found))
+        tried = set(chosen)
         while True:
             groups, complete = self._final_passages(ranked, scores, tried, memories, found, q)
             if len(groups) >= q.max_results or complete:
