@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
-from persona_server.domain.ids import type_of
+from persona_server.domain.ids import PREFIXES
 from persona_server.domain.models import Episode, Memory, MemoryType
 
 
@@ -60,7 +60,7 @@ def passages(
             break
         if candidate in group_of:
             continue
-        episode = _is_episode(candidate)
+        episode = candidate.startswith(_EPISODE_PREFIX)
         index: int | None
         if episode:
             index = claimed.get(candidate)
@@ -101,8 +101,12 @@ def _group_to_join(
     return None
 
 
+_EPISODE_PREFIX = PREFIXES[MemoryType.EPISODE] + "_"
+
+
 def _is_episode(memory_id: str) -> bool:
-    return type_of(memory_id) is MemoryType.EPISODE
+    # The id says the type (domain.ids); a prefix test, as this runs for every candidate.
+    return memory_id.startswith(_EPISODE_PREFIX)
 
 
 def same_sitting(a: Memory, b: Memory, gap: timedelta) -> bool:

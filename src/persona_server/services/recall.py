@@ -40,7 +40,9 @@ class RecallTuning:
     `bench/tune_recall.py` (see BENCHMARKS.md). Measured there: score fusion beat RRF (0.685 vs
     0.656 recall@10 with the same expansion), a window of two chain neighbours beat one (0.727
     vs 0.685), the time channel added 0.01-0.02, graph expansion from statements is roughly
-    neutral on this data (entity hubs hurt, so they are not expansion seeds)."""
+    neutral on this data (entity hubs hurt, so they are not expansion seeds). Round two, checked
+    on two halves of the dev set: passages 0.750 -> 0.808, twenty temporal seeds with a 45%
+    join floor 0.832 (BENCHMARKS.md)."""
 
     # "rrf": weighted reciprocal-rank fusion; "score": weighted sum of min-max normalised
     # channel scores (keeps how much better the best hit is, which ranks alone throw away).
@@ -72,6 +74,14 @@ class RecallTuning:
     passage_gap_s: float = 3600.0
     # A joined episode scores at least this share of its passage's leader.
     passage_floor: float = 0.45
+
+
+@dataclass(frozen=True)
+class _Choice:
+    found: Neighbours
+    expanded: tuple[dict[str, float], dict[str, list[ChannelHit]]]
+    ranked: list[str]
+    ids: list[str]
 
 
 class RecallService:
@@ -128,15 +138,17 @@ class RecallService:
         passage_seeds = t.passage_seeds if t.passage_size > 1 else 0
         chain_seeds = episodes[: max(len(temporal_seeds), passage_seeds)]
 
-        chosen: list[str] = []
+        # What `choose` worked out, kept for after the read (a retried read calls it again).
+        chosen: list[_Choice] = []
 
         def choose(found: Neighbours) -> list[str]:
-            scores, _ = self._expanded(fused, found, temporal_seeds)
+            expanded = self._expanded(fused, found, temporal_seeds)
             # Before the fetch nothing is known of the sittings: every near pair may join.
-            ranked = self._ranked(scores, wants_entities)
-            groups = self._passages(ranked, scores, found, None, limit=fetch)
-            chosen[:] = [i for group in groups[:fetch] for i in group]
-            return chosen
+            ranked = self._ranked(expanded[0], wants_entities)
+            groups = self._passages(ranked, expanded[0], found, None, limit=fetch)
+            ids = [i for group in groups[:fetch] for i in group]
+            chosen[:] = [_Choice(found, expanded, ranked, ids)]
+            return ids
 
         found, memories = await self._store.search.around(
             q.user,
@@ -147,12 +159,17 @@ class RecallService:
             after=t.temporal_window,
             choose=choose,
         )
-        scores, expansion_hits = self._expanded(fused, found, temporal_seeds)
+        if chosen and chosen[0].found is found:
+            scores, expansion_hits = chosen[0].expanded
+            ranked = chosen[0].ranked
+            tried = set(chosen[0].ids)
+        else:  # a store that did not call `choose` (nothing to fetch)
+            scores, expansion_hits = self._expanded(fused, found, temporal_seeds)
+            ranked = self._ranked(scores, wants_entities)
+            tried = set(memories)
         for memory_id, hits in expansion_hits.items():
             channels[memory_id].extend(hits)
 
-        ranked = self._ranked(scores, wants_entities)
-        tried = set(chosen)
         while True:
             groups, complete = self._final_passages(ranked, scores, tried, memories, found, q)
             if len(groups) >= q.max_results or complete:
