@@ -1,7 +1,7 @@
 """LoCoMo evidence recall: Persona's Recall against plain BM25 and MiniLM over raw turns.
 
     python bench/locomo.py DATA_DIR --out results.json [--limit-conversations N]
-        [--limit-questions N] [--no-baselines]
+        [--limit-questions N] [--no-baselines] [--conversations STEMS] [--split STEMS]
 
 DATA_DIR holds LoCoMo conversation JSON files (e.g. ../shared/locomo/dev). The data is CC BY-NC
 4.0 evaluation data: it is read from DATA_DIR at run time and never copied into the project.
@@ -14,10 +14,17 @@ caption appended as " [image: ...]". One Recall per question with max_results = 
 - Evidence: each `evidence` string split on ";" and stripped; ids shaped D<n>:<n> that name a
   turn of the conversation are kept; a question left with none, and category 5, are excluded.
 - recall@k: the fraction of a question's evidence ids among the source ids of the top k
-  results, averaged over questions.
-- Context size: a result's size is the larger of len(memory.text) and the total len(text) of the
-  turns it is credited with (its source ids that are turns of the conversation); reported as the
-  mean over questions of the total size of the top k results.
+  results, averaged over questions. A result that is a passage (`RecallResult.joined`) has the
+  source ids of all its memories.
+- Context size: a result's size is the larger of the length of its text (a passage's: all its
+  memories' texts) and the total len(text) of the turns it is credited with (its source ids
+  that are turns of the conversation); reported as the mean over questions of the total size
+  of the top k results.
+
+Guarding against fitting the dev data: `--conversations 26,30` runs only the conversations whose
+file stems are named; `--split 26,30,42` also reports two halves, A (the stems named) and B (the
+rest), each with recall@k, context size and per-category recall, so a change tuned on one half
+is checked on the other. Per-conversation figures are always in the JSON report.
 
 Baselines on the same turns and questions, computed in this process: BM25 Okapi and MiniLM
 cosine over raw turns, each document "speaker (session date): text [image: caption]", and their
@@ -44,7 +51,7 @@ from _baselines import bm25_rankings, dense_rankings, rrf
 from _server import ServerProcess, exit_on_sigterm, percentile
 
 from persona import AsyncPersonaClient, Item
-from persona.v1 import memory_pb2
+from persona.v1 import memory_pb2, memory_service_pb2
 
 KS = (5, 10, 20)
 MAX_RESULTS = 20
@@ -148,9 +155,19 @@ def load_conversation(path: Path) -> Conversation:
 
 
 def load(
-    data_dir: Path, *, limit_conversations: int | None = None, limit_questions: int | None = None
+    data_dir: Path,
+    *,
+    limit_conversations: int | None = None,
+    limit_questions: int | None = None,
+    conversations: Sequence[str] = (),
 ) -> list[Conversation]:
+    """The conversations of `data_dir` in file order; `conversations` keeps only those stems."""
     paths = sorted(data_dir.glob("*.json"))
+    if conversations:
+        missing = set(conversations) - {p.stem for p in paths}
+        if missing:
+            raise FileNotFoundError(f"no conversation {sorted(missing)} in {data_dir}")
+        paths = [p for p in paths if p.stem in conversations]
     if not paths:
         raise FileNotFoundError(f"no LoCoMo *.json files in {data_dir}")
     convs = [load_conversation(p) for p in paths[:limit_conversations]]
@@ -219,6 +236,28 @@ class MethodScores:
         }
 
 
+def split_summaries(
+    rows: Sequence[dict[str, Any]], half_a: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Summaries of half A (the conversations whose stems `half_a` names) and half B (the rest),
+    each naming its conversations."""
+    names = {"A": set(half_a)}
+    out: dict[str, dict[str, Any]] = {}
+    for half in ("A", "B"):
+        picked = [r for r in rows if (Path(r["conversation"]).stem in names["A"]) == (half == "A")]
+        summary = MethodScores(picked).summary()
+        summary["conversations"] = sorted({r["conversation"] for r in picked})
+        out[half] = summary
+    return out
+
+
+def per_conversation(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    by_conv: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_conv[row["conversation"]].append(row)
+    return {name: MethodScores(picked).summary() for name, picked in by_conv.items()}
+
+
 def _mean(values: Iterable[float]) -> float:
     items = list(values)
     return statistics.fmean(items) if items else float("nan")
@@ -251,6 +290,17 @@ def _type_name(value: memory_pb2.MemoryType.ValueType) -> str:
 
 def _state_name(value: memory_pb2.ExtractionState.ValueType) -> str:
     return memory_pb2.ExtractionState.Name(value).removeprefix("EXTRACTION_STATE_").lower()
+
+
+def persona_result(result: memory_service_pb2.RecallResult) -> Result:
+    """A Recall result as scored: a passage is credited with the source ids of all its
+    memories, and its own text is theirs together (so it pays for every turn it claims)."""
+    members = (result.memory, *result.joined)
+    return Result(
+        tuple(dict.fromkeys(s for m in members for s in m.provenance.source_ids)),
+        "\n".join(m.text for m in members),
+        _type_name(result.memory.type),
+    )
 
 
 @dataclass
@@ -339,14 +389,7 @@ async def run_persona(
                 start = time.perf_counter()
                 response = await client.recall(conv.user_id, q.question, max_results=MAX_RESULTS)
                 latencies.append((time.perf_counter() - start) * 1000)
-                results = [
-                    Result(
-                        tuple(r.memory.provenance.source_ids),
-                        r.memory.text,
-                        _type_name(r.memory.type),
-                    )
-                    for r in response.results
-                ]
+                results = [persona_result(r) for r in response.results]
                 rows.append(score_question(conv, q, results, turn_text))
             log(f"recalled {conv.name}: {len(conv.questions)} questions")
     return PersonaRun(
@@ -394,12 +437,17 @@ def run(
     limit_conversations: int | None = None,
     limit_questions: int | None = None,
     baselines: bool = True,
+    conversations: Sequence[str] = (),
+    split: Sequence[str] = (),
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark end to end and return the JSON-ready report."""
     say = log or (lambda _msg: None)
     convs = load(
-        Path(data_dir), limit_conversations=limit_conversations, limit_questions=limit_questions
+        Path(data_dir),
+        limit_conversations=limit_conversations,
+        limit_questions=limit_questions,
+        conversations=conversations,
     )
     started = time.perf_counter()
     with ServerProcess() as server:
@@ -414,6 +462,7 @@ def run(
         "recall_at": summary["recall_at"],
         "context_chars_at": summary["context_chars_at"],
         "per_category": summary["per_category"],
+        "per_conversation": per_conversation(persona.scores.rows),
         "recall_latency_ms": {
             "p50": percentile(persona.latencies_ms, 0.50),
             "p95": percentile(persona.latencies_ms, 0.95),
@@ -437,6 +486,8 @@ def run(
             name: {k: v for k, v in scores.summary().items() if k != "questions"}
             for name, scores in run_baselines(convs).items()
         }
+    if split:
+        report["halves"] = split_summaries(persona.scores.rows, split)
     report["wall_s"] = time.perf_counter() - started
     report["per_question"] = persona.scores.rows
     return report
@@ -469,7 +520,29 @@ def format_table(report: dict[str, Any]) -> str:
         f"ingest {report['ingest_items_per_s']:.0f} items/s (batches of "
         f"{report['ingest_batch_size']}); server peak RSS {report['server_peak_rss_mb']:.0f} MB"
     )
+    if "halves" in report:
+        lines.append(format_halves(report["halves"]))
     return "\n".join(lines)
+
+
+def format_halves(halves: dict[str, dict[str, Any]]) -> str:
+    """One line per half: recall@5/10/20, context@10 and recall@10 per category."""
+    lines = []
+    for half, s in halves.items():
+        stems = ",".join(Path(c).stem for c in s["conversations"])
+        cats = " ".join(
+            f"c{cat}={v['recall_at']['10']:.3f}" for cat, v in sorted(s["per_category"].items())
+        )
+        lines.append(
+            f"half {half} ({stems}; {s['questions']} q): "
+            + " ".join(f"R@{k}={s['recall_at'][str(k)]:.3f}" for k in KS)
+            + f" ctx@10={s['context_chars_at']['10']:.0f} {cats}"
+        )
+    return "\n".join(lines)
+
+
+def _stems(value: str) -> tuple[str, ...]:
+    return tuple(s.strip().removesuffix(".json") for s in value.split(",") if s.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -481,6 +554,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--limit-questions", type=int, metavar="N", help="at most N questions per conversation"
     )
     parser.add_argument("--no-baselines", action="store_true", help="skip BM25/MiniLM/RRF")
+    parser.add_argument(
+        "--conversations",
+        type=_stems,
+        default=(),
+        metavar="STEMS",
+        help="only these conversations, by file stem (comma-separated, e.g. 26,30)",
+    )
+    parser.add_argument(
+        "--split",
+        type=_stems,
+        default=(),
+        metavar="STEMS",
+        help="also report half A (these stems) and half B (the other conversations)",
+    )
     args = parser.parse_args(argv)
     exit_on_sigterm()
 
@@ -489,6 +576,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         limit_conversations=args.limit_conversations,
         limit_questions=args.limit_questions,
         baselines=not args.no_baselines,
+        conversations=args.conversations,
+        split=args.split,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     print(format_table(report))

@@ -1,12 +1,14 @@
 """Tune Recall on the LoCoMo dev conversations, in process, without re-ingesting every time.
 
     python bench/tune_recall.py ../shared/locomo/dev --cache /tmp/locomo-cache [--set k=v ...]
+        [--split 26,30,42] [--out rows.json]
 
 The first run ingests every conversation (offline extractor, local embedder) into the cache
 directory; later runs reuse it and only run Recall, so one variant of the fusion parameters
 takes seconds. `--set` overrides `RecallTuning` fields. Scores follow `bench/locomo.py` (the same
 evidence and context-size rules); the published figures come from `bench/locomo.py`, which runs
-the real server over gRPC. Tune on dev data only.
+the real server over gRPC. Tune on dev data only, and check a change on both halves of
+`--split` (as `bench/locomo.py`): a change that helps one half and hurts the other is fitting.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from locomo import KS, Result, load, question_metrics
+from locomo import (
+    MethodScores,
+    Result,
+    _stems,
+    format_halves,
+    load,
+    per_conversation,
+    score_question,
+    split_summaries,
+)
 
 from persona_server.app import App, start
 from persona_server.config import Settings
@@ -64,6 +75,8 @@ def _coerce(field: dataclasses.Field[Any], raw: str) -> Any:
         return int(raw)
     if isinstance(default, float):
         return float(raw)
+    if isinstance(default, str):
+        return raw
     return json.loads(raw)
 
 
@@ -79,38 +92,55 @@ def tuning_from(pairs: list[str]) -> RecallTuning:
 
 
 async def evaluate(
-    app: App, convs: list[Any], tuning: RecallTuning, types: frozenset[MemoryType] = frozenset()
-) -> dict[str, Any]:
+    app: App,
+    convs: list[Any],
+    tuning: RecallTuning,
+    types: frozenset[MemoryType] = frozenset(),
+    split: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     service = RecallService(app.store, app.embedder, tuning, time_spans=query_time_spans)
-    recall = {str(k): 0.0 for k in KS}
-    context = {str(k): 0.0 for k in KS}
-    by_cat: dict[int, list[float]] = {}
-    n = 0
+    rows: list[dict[str, Any]] = []
+    latencies: list[float] = []
     for conv in convs:
         user = UserRef(tenant=TENANT, user_id=conv.user_id)
         turn_text = conv.turn_text
         for q in conv.questions:
+            started = time.perf_counter()
             out = await service.recall(
                 RecallQuery(
                     user=user, query=q.question, max_results=20, filter=MemoryFilter(types=types)
                 )
             )
+            latencies.append((time.perf_counter() - started) * 1000)
             results = [
-                Result(tuple(r.memory.source_ids), r.memory.text, r.memory.type.value)
+                Result(
+                    tuple(dict.fromkeys(s for m in (r.memory, *r.joined) for s in m.source_ids)),
+                    "\n".join(m.text for m in (r.memory, *r.joined)),
+                    r.memory.type.value,
+                )
                 for r in out.results
             ]
-            rec, ctx, _ = question_metrics(results, q.evidence, turn_text)
-            for k in rec:
-                recall[k] += rec[k]
-                context[k] += ctx[k]
-            by_cat.setdefault(q.category, []).append(rec["10"])
-            n += 1
-    return {
-        "questions": n,
-        "recall_at": {k: round(v / n, 4) for k, v in recall.items()},
-        "context_chars_at": {k: round(v / n) for k, v in context.items()},
-        "recall10_by_category": {c: round(sum(v) / len(v), 3) for c, v in sorted(by_cat.items())},
+            rows.append(score_question(conv, q, results, turn_text))
+    report = _rounded(MethodScores(rows).summary())
+    latencies.sort()
+    report["recall_ms_p50"] = round(latencies[len(latencies) // 2], 1)
+    if split:
+        report["halves"] = {h: _rounded(v) for h, v in split_summaries(rows, split).items()}
+    report["per_conversation"] = {
+        c: _rounded(v)["recall_at"]["10"] for c, v in per_conversation(rows).items()
     }
+    return report, rows
+
+
+def _rounded(summary: dict[str, Any]) -> dict[str, Any]:
+    out = dict(summary)
+    out["recall_at"] = {k: round(v, 4) for k, v in summary["recall_at"].items()}
+    out["context_chars_at"] = {k: round(v) for k, v in summary["context_chars_at"].items()}
+    out["per_category"] = {
+        c: {"questions": v["questions"], "recall_at": {"10": round(v["recall_at"]["10"], 3)}}
+        for c, v in summary["per_category"].items()
+    }
+    return out
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -124,8 +154,11 @@ async def main_async(args: argparse.Namespace) -> None:
         if fresh:
             await ingest_all(app, convs)
         types = frozenset(MemoryType(t) for t in args.types)
-        report = await evaluate(app, convs, tuning_from(args.set), types)
-        print(json.dumps(report))
+        report, rows = await evaluate(app, convs, tuning_from(args.set), types, args.split)
+        print(format_halves(report["halves"]) if args.split else "", file=sys.stderr)
+        print(json.dumps({k: v for k, v in report.items() if k != "halves"}))
+        if args.out:
+            args.out.write_text(json.dumps({"report": report, "per_question": rows}) + "\n")
     finally:
         await app.stop(grace_s=0)
 
@@ -136,6 +169,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--types", nargs="*", default=[], help="restrict results to these types")
+    parser.add_argument("--split", type=_stems, default=(), metavar="STEMS")
+    parser.add_argument("--out", type=Path, help="per-question rows (LoCoMo text: keep out of git)")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -87,6 +87,26 @@ def test_recall_json_with_explain_adds_channels() -> None:
     assert out["results"][0]["channels"] == [{"channel": "vector", "rank": 1, "score": 0.83}]
 
 
+def test_a_passage_lists_its_joined_memories_in_json_and_text() -> None:
+    joined = _memory("ep_2")
+    joined.text = "Moving was hard but worth it"
+    result = pb.RecallResult(memory=_memory(), score=0.5, joined=[joined])
+    response = pb.RecallResponse(results=[result])
+    out = output.recall_json(response)["results"][0]
+    assert list(out)[-1] == "joined"
+    assert out["joined"] == [
+        {
+            "id": "ep_2",
+            "type": "episode",
+            "text": "Moving was hard but worth it",
+            "source_ids": ["D1:3", "D1:4"],
+            "occurred_at": "2023-05-08T13:56:00Z",
+        }
+    ]
+    text = output.recall_text(response)
+    assert "    + episode  Moving was hard but worth it" in text.splitlines()
+
+
 def test_ask_json() -> None:
     response = pb.AskStructuredResponse(
         answer_json='{"city": "Lisbon", "since": null}',

@@ -118,7 +118,8 @@ async def test_async_round_trip_and_stream_update(server: Any) -> None:
         stream = client.stream_context("async-user", query="pets", heartbeat_seconds=1)
         first = await anext(stream)
         assert first.WhichOneof("event") == "snapshot"
-        assert any(r.memory.text.startswith("I adopted") for r in first.snapshot.results)
+        snapshot = [m for r in first.snapshot.results for m in (r.memory, *r.joined)]
+        assert any(m.text.startswith("I adopted") for m in snapshot)
 
         await client.ingest("async-user", [persona.Item("Miso learned to sit", source_id="a2")])
         added: list[str] = []

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from persona_server.adapters.stores.sqlite import SqliteGraphStore
+from persona_server.adapters.stores.sqlite import search as sqlite_search
 from persona_server.adapters.stores.sqlite.search import fts_query
 from persona_server.adapters.stores.sqlite.vectors import VectorCache, load_user_vectors
 from persona_server.adapters.stores.vector_matrix import Change, UserVectors, VectorRow
@@ -116,6 +117,30 @@ async def test_text_search_stays_inside_the_user(sqlite_store: SqliteGraphStore)
     hits = await sqlite_store.search.text(users[2], "coffee", 100, MemoryFilter())
     own = set(await sqlite_store.episodes.chain(users[2]))
     assert len(hits) == 20 and {h.memory_id for h in hits} == own
+
+
+async def test_terms_too_common_for_a_big_user_are_left_out_of_full_text(
+    sqlite_store: SqliteGraphStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cap of 20 rows stands in for the real one (thousands), so the user here can be small.
+    monkeypatch.setattr(sqlite_search, "COMMON_TERM_ROWS", 20)
+    big, small = new_user("big"), new_user("small")
+    texts = [f"weekly meeting notes {i}" for i in range(57)]
+    texts += ["meeting about the sailing regatta", "sailing lesson booked", "sailing gear"]
+    await put(sqlite_store, big, [episode(f"b{i}", t) for i, t in enumerate(texts)])
+    await put(sqlite_store, small, [episode(f"s{i}", t) for i, t in enumerate(texts[:15])])
+
+    hits = await sqlite_store.search.text(big, "sailing meetings", 100, MemoryFilter())
+    # "meeting" (stemmed from "meetings") is in 58 of 60 rows: left out, so only the rows
+    # with "sailing" match, however many the caller asks for.
+    assert len(hits) == 3
+    # Every term common: the rarest one is still searched.
+    assert len(await sqlite_store.search.text(big, "meeting notes", 100, MemoryFilter())) == 57
+    # A user below the cap keeps every term.
+    assert len(await sqlite_store.search.text(small, "sailing meeting", 100, MemoryFilter())) == 15
+    monkeypatch.setattr(sqlite_search, "COMMON_TERM_ROWS", 1000)
+    hits = await sqlite_store.search.text(big, "sailing meetings", 100, MemoryFilter())
+    assert len(hits) == 60
 
 
 def test_fts_query_quotes_every_term() -> None:

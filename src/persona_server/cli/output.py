@@ -73,6 +73,8 @@ def recall_result(result: pb.RecallResult, *, explain: bool) -> Json:
         "source_ids": summary["source_ids"],
         "occurred_at": summary["occurred_at"],
     }
+    if result.joined:
+        out["joined"] = [memory_summary(m) for m in result.joined]
     if explain:
         out["channels"] = [
             {"channel": c.channel, "rank": c.rank, "score": float(c.score)} for c in result.channels
@@ -161,6 +163,8 @@ def recall_text(response: pb.RecallResponse, *, explain: bool = False) -> str:
         lines.append(f"    {_one_line(m.text)}")
         if m.provenance.source_ids:
             lines.append(f"    sources: {', '.join(m.provenance.source_ids)}")
+        for joined in result.joined:
+            lines.append(f"    + {memory_type(joined.type)}  {_one_line(joined.text, 94)}")
         if explain and result.channels:
             channels = ", ".join(f"{c.channel} #{c.rank} ({c.score:.3g})" for c in result.channels)
             lines.append(f"    channels: {channels}")

@@ -142,7 +142,9 @@ class LlmAskService:
         outcome = await self._recall.recall(
             RecallQuery(user=q.user, query=q.question, max_results=q.max_memories)
         )
-        memories = [r.memory for r in outcome.results]
+        # A passage's joined memories are shown too, next to the one that leads it; the model
+        # sees at most `max_memories` in all.
+        memories = [m for r in outcome.results for m in (r.memory, *r.joined)][: q.max_memories]
         if not memories:
             found, value = empty_answer(q.schema)
             if found:

@@ -3,7 +3,9 @@
 Channels: vector similarity and full-text from the store, a vector search restricted to the
 time the query names (if it names one), then graph expansion from the first fused hits and
 temporal neighbours (adjacent episodes in event time) of episode hits, which inherit part of
-their seed's score. Recall never writes: results never depend on earlier queries.
+their seed's score. Ranked episodes that sit next to each other in one conversation are then
+returned together as one passage (`passages.py`). Recall never writes: results never depend on
+earlier queries.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from persona_server.domain.ids import type_of
 from persona_server.domain.models import Episode, Memory, MemoryType
@@ -21,6 +23,7 @@ from persona_server.ports.graph_store import GraphStore, MemoryFilter, Neighbour
 from persona_server.services.commands import RecallQuery
 from persona_server.services.filtering import matches
 from persona_server.services.ingest import utcnow
+from persona_server.services.passages import in_chain_order, passages, same_sitting
 from persona_server.services.results import ChannelHit, RecallOutcome, ScoredMemory
 
 # (query, now) -> the [start, end) spans of event time the query names, in UTC.
@@ -37,7 +40,9 @@ class RecallTuning:
     `bench/tune_recall.py` (see BENCHMARKS.md). Measured there: score fusion beat RRF (0.685 vs
     0.656 recall@10 with the same expansion), a window of two chain neighbours beat one (0.727
     vs 0.685), the time channel added 0.01-0.02, graph expansion from statements is roughly
-    neutral on this data (entity hubs hurt, so they are not expansion seeds)."""
+    neutral on this data (entity hubs hurt, so they are not expansion seeds). Round two, checked
+    on two halves of the dev set: passages 0.750 -> 0.808, twenty temporal seeds with a 45%
+    join floor 0.832 (BENCHMARKS.md)."""
 
     # "rrf": weighted reciprocal-rank fusion; "score": weighted sum of min-max normalised
     # channel scores (keeps how much better the best hit is, which ranks alone throw away).
@@ -50,7 +55,7 @@ class RecallTuning:
     graph_seeds: int = 5
     graph_weight: float = 0.1
     graph_limit: int = 10
-    temporal_seeds: int = 5
+    temporal_seeds: int = 20
     temporal_weight: float = 0.5
     temporal_window: int = 2  # episodes before and after a seed in the event-time chain
     # A query that names a time ("last May", "in 2022") adds a vector search restricted to it.
@@ -59,6 +64,24 @@ class RecallTuning:
     # as results they would flood a prompt. They seed graph expansion and are returned only
     # when the filter asks for the entity type.
     entities_as_results: bool = False
+    # Passages: a ranked episode within `temporal_window` chain places of a better-ranked one
+    # (of the same kind of source, at most `passage_gap_s` apart) joins its result, up to
+    # `passage_size` episodes a result. Only the first `passage_depth` candidates may join, and
+    # the chain neighbours of the first `passage_seeds` episodes are what "near" is known from.
+    passage_size: int = 3
+    passage_depth: int = 60
+    passage_seeds: int = 20
+    passage_gap_s: float = 3600.0
+    # A joined episode scores at least this share of its passage's leader.
+    passage_floor: float = 0.45
+
+
+@dataclass(frozen=True)
+class _Choice:
+    found: Neighbours
+    expanded: tuple[dict[str, float], dict[str, list[ChannelHit]]]
+    ranked: list[str]
+    ids: list[str]
 
 
 class RecallService:
@@ -103,47 +126,67 @@ class RecallService:
         # (filtered, or invalidated), so a small margin is fetched and more only if needed.
         fetch = q.max_results + max(q.max_results // 2, 5)
 
-        def choose(found: Neighbours) -> list[str]:
-            scores, _ = self._expanded(fused, found)
-            return self._ranked(scores, wants_entities)[:fetch]
-
         seeds = sorted(fused, key=fused.__getitem__, reverse=True)
         # Entities are hubs: one hop from an entity reaches every episode that names it, which
         # is noise, not association. Expansion starts from statements (episodes, facts, psyche,
         # goals) and reaches what they came from or produced.
         graph_seeds = [s for s in seeds if type_of(s) is not MemoryType.ENTITY][: t.graph_seeds]
-        episode_seeds = [s for s in seeds if type_of(s) is MemoryType.EPISODE][: t.temporal_seeds]
+        episodes = [s for s in seeds if type_of(s) is MemoryType.EPISODE]
+        # The first few inherit score (the temporal channel); more are asked for so that
+        # passages know which ranked episodes sit next to each other.
+        temporal_seeds = episodes[: t.temporal_seeds] if t.temporal_weight else []
+        passage_seeds = t.passage_seeds if t.passage_size > 1 else 0
+        chain_seeds = episodes[: max(len(temporal_seeds), passage_seeds)]
+
+        # What `choose` worked out, kept for after the read (a retried read calls it again).
+        chosen: list[_Choice] = []
+
+        def choose(found: Neighbours) -> list[str]:
+            expanded = self._expanded(fused, found, temporal_seeds)
+            # Before the fetch nothing is known of the sittings: every near pair may join.
+            ranked = self._ranked(expanded[0], wants_entities)
+            groups = self._passages(ranked, expanded[0], found, None, limit=fetch)
+            ids = [i for group in groups[:fetch] for i in group]
+            chosen[:] = [_Choice(found, expanded, ranked, ids)]
+            return ids
+
         found, memories = await self._store.search.around(
             q.user,
             graph_seeds=graph_seeds if t.graph_weight else [],
             graph_limit=t.graph_limit,
-            episode_seeds=episode_seeds if t.temporal_weight else [],
+            episode_seeds=chain_seeds,
             before=t.temporal_window,
             after=t.temporal_window,
             choose=choose,
         )
-        scores, expansion_hits = self._expanded(fused, found)
+        if chosen and chosen[0].found is found:
+            scores, expansion_hits = chosen[0].expanded
+            ranked = chosen[0].ranked
+            tried = set(chosen[0].ids)
+        else:  # a store that did not call `choose` (nothing to fetch)
+            scores, expansion_hits = self._expanded(fused, found, temporal_seeds)
+            ranked = self._ranked(scores, wants_entities)
+            tried = set(memories)
         for memory_id, hits in expansion_hits.items():
             channels[memory_id].extend(hits)
 
-        ranked = self._ranked(scores, wants_entities)
-        fetched = fetch
-        results: list[ScoredMemory] = []
-        for i, memory_id in enumerate(ranked):
-            if i >= fetched:
-                # More dropped out than the margin allowed for: fetch the next slice.
-                fetched = i + 4 * q.max_results
-                memories = await self._store.memories.get_many(q.user, ranked[i:fetched])
-            memory = memories.get(memory_id)
-            # Expanded neighbours did not pass through the store's filter: check them here.
-            if memory is None or not matches(memory, q.filter):
-                continue
-            if memory.type is MemoryType.ENTITY and not wants_entities:
-                continue
-            hits = channels[memory_id] if q.explain else []
-            results.append(ScoredMemory(memory, scores[memory_id], hits))
-            if len(results) == q.max_results:
+        while True:
+            groups, complete = self._final_passages(ranked, scores, tried, memories, found, q)
+            if len(groups) >= q.max_results or complete:
                 break
+            # More dropped out than the margin allowed for: fetch the next slice.
+            more = [i for i in ranked if i not in tried][: 4 * q.max_results]
+            tried.update(more)
+            memories = {**memories, **await self._store.memories.get_many(q.user, more)}
+        results = [
+            ScoredMemory(
+                memories[group[0]],
+                scores[group[0]],
+                channels[group[0]] if q.explain else [],
+                joined=in_chain_order([memories[i] for i in group[1:]]),
+            )
+            for group in groups[: q.max_results]
+        ]
         return RecallOutcome(results=results, context_block=context_block(results))
 
     async def _vector_channels(
@@ -162,6 +205,59 @@ class RecallService:
             else _no_hits(),
         )
         return vector_hits, time_hits
+
+    def _passages(
+        self,
+        ranked: list[str],
+        scores: dict[str, float],
+        found: Neighbours,
+        memories: dict[str, Memory] | None,
+        limit: int,
+        leaders: int | None = None,
+    ) -> list[list[str]]:
+        t = self._tuning
+        gap = timedelta(seconds=t.passage_gap_s)
+
+        def joinable(leader: str, member: str, candidate: str) -> bool:
+            if scores[candidate] < t.passage_floor * scores[leader]:
+                return False
+            if memories is None:
+                return True
+            return same_sitting(memories[member], memories[candidate], gap)
+
+        return passages(
+            ranked,
+            found.chain,
+            size=t.passage_size,
+            depth=t.passage_depth,
+            joinable=joinable,
+            sources=None if memories is None else _derived_sources(ranked, memories),
+            leaders=leaders,
+            limit=limit,
+        )
+
+    def _final_passages(
+        self,
+        ranked: list[str],
+        scores: dict[str, float],
+        tried: set[str],
+        memories: dict[str, Memory],
+        found: Neighbours,
+        q: RecallQuery,
+    ) -> tuple[list[list[str]], bool]:
+        """The results' passages from what has been fetched, and whether every candidate has
+        been tried. Candidates lead in rank order only up to the first one not fetched yet
+        (a better one might still come); fetched ones beyond it may only join."""
+        cut = next((n for n, i in enumerate(ranked) if i not in tried), len(ranked))
+        # Expanded neighbours did not pass through the store's filter: check them here.
+        usable = [i for i in ranked if i in memories and matches(memories[i], q.filter)]
+
+        limit = q.max_results
+        if cut == len(ranked):
+            return self._passages(usable, scores, found, memories, limit), True
+        before_cut = set(ranked[:cut])
+        leaders = sum(1 for i in usable if i in before_cut)
+        return self._passages(usable, scores, found, memories, limit, leaders), False
 
     @staticmethod
     def _ranked(scores: dict[str, float], wants_entities: bool) -> list[str]:
@@ -206,16 +302,19 @@ class RecallService:
         return scores
 
     def _expanded(
-        self, fused: dict[str, float], found: Neighbours
+        self, fused: dict[str, float], found: Neighbours, temporal_seeds: list[str]
     ) -> tuple[dict[str, float], dict[str, list[ChannelHit]]]:
         """The fused scores plus what neighbours inherit from their seeds, and the expansion's
-        channel hits. Pure: `choose` runs it inside the store's read, the caller again after."""
+        channel hits. Pure: `choose` runs it inside the store's read, the caller again after.
+        Only `temporal_seeds` pass score to their chain neighbours (the store may have been
+        asked for the neighbours of more, for passages)."""
         t = self._tuning
         scores = dict(fused)
         channels: dict[str, list[ChannelHit]] = defaultdict(list)
+        chain = {s: found.chain[s] for s in temporal_seeds if s in found.chain}
         for name, weight, neighbours in (
             ("graph", t.graph_weight, found.graph),
-            ("temporal", t.temporal_weight, found.chain),
+            ("temporal", t.temporal_weight, chain),
         ):
             # A neighbour inherits from its best seed only: a hub next to many hits must not
             # pile up score from all of them.
@@ -232,11 +331,25 @@ class RecallService:
         return scores, channels
 
 
+def _derived_sources(ids: list[str], memories: dict[str, Memory]) -> dict[str, list[str]]:
+    return {
+        i: memories[i].episode_ids
+        for i in ids
+        if type_of(i) is not MemoryType.EPISODE and i in memories
+    }
+
+
 def context_block(results: list[ScoredMemory]) -> str:
-    """One line per memory, oldest context first is not assumed: rank order, with dates."""
+    """One line per result in rank order, with dates; a passage's episodes follow its first
+    line in event-time order, each on a line of its own."""
     lines = []
     for i, item in enumerate(results, start=1):
-        lines.append(f"[{i}] {_describe(item.memory)}")
+        if not item.joined:
+            lines.append(f"[{i}] {_describe(item.memory)}")
+            continue
+        passage = in_chain_order([item.memory, *item.joined])
+        lines.append(f"[{i}] {_describe(passage[0])}")
+        lines.extend(f"    {_describe(m)}" for m in passage[1:])
     return "\n".join(lines)
 
 

@@ -22,6 +22,10 @@ class ScoredMemory:
     memory: Memory
     score: float
     channels: list[ChannelHit] = field(default_factory=list)
+    # A passage: what Recall joined to `memory` (its neighbouring episodes in one conversation
+    # that matched the query too, and memories derived from those episodes), in event-time
+    # order, `memory` itself not included.
+    joined: list[Memory] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,7 @@ def scored(item: ScoredMemory, user_id: str) -> svc.RecallResult:
         memory=memory(item.memory, user_id),
         score=item.score,
         channels=[channel(c) for c in item.channels],
+        joined=[memory(m, user_id) for m in item.joined],
     )
 
 

@@ -728,15 +728,20 @@ func (x *ChannelScore) GetScore() float64 {
 	return 0
 }
 
-// RecallResult is one ranked memory.
+// RecallResult is one ranked memory, or a passage led by one.
 type RecallResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The memory, with its provenance.
+	// The memory, with its provenance: the best-ranked member of the result.
 	Memory *Memory `protobuf:"bytes,1,opt,name=memory,proto3" json:"memory,omitempty"`
 	// Fused relevance score: higher is better, comparable only within one response.
 	Score float64 `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"`
 	// Per-channel ranks and scores; only when `explain` was set.
-	Channels      []*ChannelScore `protobuf:"bytes,3,rep,name=channels,proto3" json:"channels,omitempty"`
+	Channels []*ChannelScore `protobuf:"bytes,3,rep,name=channels,proto3" json:"channels,omitempty"`
+	// A passage: memories Recall returns together with `memory` because they matched the query
+	// too and belong with it: episodes next to it in one conversation (same kind of source,
+	// within an hour, a couple of places apart in event time) and memories derived from those
+	// episodes. In event-time order, `memory` not included; empty for a single memory.
+	Joined        []*Memory `protobuf:"bytes,4,rep,name=joined,proto3" json:"joined,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -788,6 +793,13 @@ func (x *RecallResult) GetScore() float64 {
 func (x *RecallResult) GetChannels() []*ChannelScore {
 	if x != nil {
 		return x.Channels
+	}
+	return nil
+}
+
+func (x *RecallResult) GetJoined() []*Memory {
+	if x != nil {
+		return x.Joined
 	}
 	return nil
 }
@@ -2093,11 +2105,12 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\fChannelScore\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x14\n" +
-	"\x05score\x18\x03 \x01(\x01R\x05score\"\x86\x01\n" +
+	"\x05score\x18\x03 \x01(\x01R\x05score\"\xb2\x01\n" +
 	"\fRecallResult\x12*\n" +
 	"\x06memory\x18\x01 \x01(\v2\x12.persona.v1.MemoryR\x06memory\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x01R\x05score\x124\n" +
-	"\bchannels\x18\x03 \x03(\v2\x18.persona.v1.ChannelScoreR\bchannels\"i\n" +
+	"\bchannels\x18\x03 \x03(\v2\x18.persona.v1.ChannelScoreR\bchannels\x12*\n" +
+	"\x06joined\x18\x04 \x03(\v2\x12.persona.v1.MemoryR\x06joined\"i\n" +
 	"\x0eRecallResponse\x122\n" +
 	"\aresults\x18\x01 \x03(\v2\x18.persona.v1.RecallResultR\aresults\x12#\n" +
 	"\rcontext_block\x18\x02 \x01(\tR\fcontextBlock\"\x8f\x01\n" +
@@ -2281,49 +2294,50 @@ var file_persona_v1_memory_service_proto_depIdxs = []int32{
 	32, // 14: persona.v1.RecallRequest.as_of:type_name -> google.protobuf.Timestamp
 	37, // 15: persona.v1.RecallResult.memory:type_name -> persona.v1.Memory
 	9,  // 16: persona.v1.RecallResult.channels:type_name -> persona.v1.ChannelScore
-	10, // 17: persona.v1.RecallResponse.results:type_name -> persona.v1.RecallResult
-	36, // 18: persona.v1.Citation.type:type_name -> persona.v1.MemoryType
-	13, // 19: persona.v1.AskStructuredResponse.citations:type_name -> persona.v1.Citation
-	36, // 20: persona.v1.StreamContextRequest.types:type_name -> persona.v1.MemoryType
-	10, // 21: persona.v1.ContextSnapshot.results:type_name -> persona.v1.RecallResult
-	1,  // 22: persona.v1.ContextChange.kind:type_name -> persona.v1.ChangeKind
-	10, // 23: persona.v1.ContextChange.result:type_name -> persona.v1.RecallResult
-	36, // 24: persona.v1.ContextMember.type:type_name -> persona.v1.MemoryType
-	17, // 25: persona.v1.ContextUpdate.changes:type_name -> persona.v1.ContextChange
-	18, // 26: persona.v1.ContextUpdate.members:type_name -> persona.v1.ContextMember
-	32, // 27: persona.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
-	16, // 28: persona.v1.StreamContextResponse.snapshot:type_name -> persona.v1.ContextSnapshot
-	19, // 29: persona.v1.StreamContextResponse.update:type_name -> persona.v1.ContextUpdate
-	20, // 30: persona.v1.StreamContextResponse.heartbeat:type_name -> persona.v1.Heartbeat
-	16, // 31: persona.v1.StreamContextResponse.resync:type_name -> persona.v1.ContextSnapshot
-	37, // 32: persona.v1.GetMemoryResponse.memory:type_name -> persona.v1.Memory
-	36, // 33: persona.v1.ListMemoriesRequest.types:type_name -> persona.v1.MemoryType
-	37, // 34: persona.v1.ListMemoriesResponse.memories:type_name -> persona.v1.Memory
-	3,  // 35: persona.v1.MemoryService.Ingest:input_type -> persona.v1.IngestRequest
-	8,  // 36: persona.v1.MemoryService.Recall:input_type -> persona.v1.RecallRequest
-	12, // 37: persona.v1.MemoryService.AskStructured:input_type -> persona.v1.AskStructuredRequest
-	15, // 38: persona.v1.MemoryService.StreamContext:input_type -> persona.v1.StreamContextRequest
-	22, // 39: persona.v1.MemoryService.GetMemory:input_type -> persona.v1.GetMemoryRequest
-	24, // 40: persona.v1.MemoryService.ListMemories:input_type -> persona.v1.ListMemoriesRequest
-	26, // 41: persona.v1.MemoryService.DeleteMemory:input_type -> persona.v1.DeleteMemoryRequest
-	28, // 42: persona.v1.MemoryService.DeleteUser:input_type -> persona.v1.DeleteUserRequest
-	38, // 43: persona.v1.MemoryService.ExportGraph:input_type -> persona.v1.ExportGraphRequest
-	39, // 44: persona.v1.MemoryService.ImportGraph:input_type -> persona.v1.ImportGraphRequest
-	5,  // 45: persona.v1.MemoryService.Ingest:output_type -> persona.v1.IngestResponse
-	11, // 46: persona.v1.MemoryService.Recall:output_type -> persona.v1.RecallResponse
-	14, // 47: persona.v1.MemoryService.AskStructured:output_type -> persona.v1.AskStructuredResponse
-	21, // 48: persona.v1.MemoryService.StreamContext:output_type -> persona.v1.StreamContextResponse
-	23, // 49: persona.v1.MemoryService.GetMemory:output_type -> persona.v1.GetMemoryResponse
-	25, // 50: persona.v1.MemoryService.ListMemories:output_type -> persona.v1.ListMemoriesResponse
-	27, // 51: persona.v1.MemoryService.DeleteMemory:output_type -> persona.v1.DeleteMemoryResponse
-	29, // 52: persona.v1.MemoryService.DeleteUser:output_type -> persona.v1.DeleteUserResponse
-	40, // 53: persona.v1.MemoryService.ExportGraph:output_type -> persona.v1.ExportGraphResponse
-	41, // 54: persona.v1.MemoryService.ImportGraph:output_type -> persona.v1.ImportGraphResponse
-	45, // [45:55] is the sub-list for method output_type
-	35, // [35:45] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	37, // 17: persona.v1.RecallResult.joined:type_name -> persona.v1.Memory
+	10, // 18: persona.v1.RecallResponse.results:type_name -> persona.v1.RecallResult
+	36, // 19: persona.v1.Citation.type:type_name -> persona.v1.MemoryType
+	13, // 20: persona.v1.AskStructuredResponse.citations:type_name -> persona.v1.Citation
+	36, // 21: persona.v1.StreamContextRequest.types:type_name -> persona.v1.MemoryType
+	10, // 22: persona.v1.ContextSnapshot.results:type_name -> persona.v1.RecallResult
+	1,  // 23: persona.v1.ContextChange.kind:type_name -> persona.v1.ChangeKind
+	10, // 24: persona.v1.ContextChange.result:type_name -> persona.v1.RecallResult
+	36, // 25: persona.v1.ContextMember.type:type_name -> persona.v1.MemoryType
+	17, // 26: persona.v1.ContextUpdate.changes:type_name -> persona.v1.ContextChange
+	18, // 27: persona.v1.ContextUpdate.members:type_name -> persona.v1.ContextMember
+	32, // 28: persona.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
+	16, // 29: persona.v1.StreamContextResponse.snapshot:type_name -> persona.v1.ContextSnapshot
+	19, // 30: persona.v1.StreamContextResponse.update:type_name -> persona.v1.ContextUpdate
+	20, // 31: persona.v1.StreamContextResponse.heartbeat:type_name -> persona.v1.Heartbeat
+	16, // 32: persona.v1.StreamContextResponse.resync:type_name -> persona.v1.ContextSnapshot
+	37, // 33: persona.v1.GetMemoryResponse.memory:type_name -> persona.v1.Memory
+	36, // 34: persona.v1.ListMemoriesRequest.types:type_name -> persona.v1.MemoryType
+	37, // 35: persona.v1.ListMemoriesResponse.memories:type_name -> persona.v1.Memory
+	3,  // 36: persona.v1.MemoryService.Ingest:input_type -> persona.v1.IngestRequest
+	8,  // 37: persona.v1.MemoryService.Recall:input_type -> persona.v1.RecallRequest
+	12, // 38: persona.v1.MemoryService.AskStructured:input_type -> persona.v1.AskStructuredRequest
+	15, // 39: persona.v1.MemoryService.StreamContext:input_type -> persona.v1.StreamContextRequest
+	22, // 40: persona.v1.MemoryService.GetMemory:input_type -> persona.v1.GetMemoryRequest
+	24, // 41: persona.v1.MemoryService.ListMemories:input_type -> persona.v1.ListMemoriesRequest
+	26, // 42: persona.v1.MemoryService.DeleteMemory:input_type -> persona.v1.DeleteMemoryRequest
+	28, // 43: persona.v1.MemoryService.DeleteUser:input_type -> persona.v1.DeleteUserRequest
+	38, // 44: persona.v1.MemoryService.ExportGraph:input_type -> persona.v1.ExportGraphRequest
+	39, // 45: persona.v1.MemoryService.ImportGraph:input_type -> persona.v1.ImportGraphRequest
+	5,  // 46: persona.v1.MemoryService.Ingest:output_type -> persona.v1.IngestResponse
+	11, // 47: persona.v1.MemoryService.Recall:output_type -> persona.v1.RecallResponse
+	14, // 48: persona.v1.MemoryService.AskStructured:output_type -> persona.v1.AskStructuredResponse
+	21, // 49: persona.v1.MemoryService.StreamContext:output_type -> persona.v1.StreamContextResponse
+	23, // 50: persona.v1.MemoryService.GetMemory:output_type -> persona.v1.GetMemoryResponse
+	25, // 51: persona.v1.MemoryService.ListMemories:output_type -> persona.v1.ListMemoriesResponse
+	27, // 52: persona.v1.MemoryService.DeleteMemory:output_type -> persona.v1.DeleteMemoryResponse
+	29, // 53: persona.v1.MemoryService.DeleteUser:output_type -> persona.v1.DeleteUserResponse
+	40, // 54: persona.v1.MemoryService.ExportGraph:output_type -> persona.v1.ExportGraphResponse
+	41, // 55: persona.v1.MemoryService.ImportGraph:output_type -> persona.v1.ImportGraphResponse
+	46, // [46:56] is the sub-list for method output_type
+	36, // [36:46] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_persona_v1_memory_service_proto_init() }

@@ -434,22 +434,31 @@ Global___ChannelScore: _TypeAlias = ChannelScore  # noqa: Y015
 
 @_typing.final
 class RecallResult(_message.Message):
-    """RecallResult is one ranked memory."""
+    """RecallResult is one ranked memory, or a passage led by one."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     MEMORY_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     CHANNELS_FIELD_NUMBER: _builtins.int
+    JOINED_FIELD_NUMBER: _builtins.int
     score: _builtins.float
     """Fused relevance score: higher is better, comparable only within one response."""
     @_builtins.property
     def memory(self) -> _memory_pb2.Memory:
-        """The memory, with its provenance."""
+        """The memory, with its provenance: the best-ranked member of the result."""
 
     @_builtins.property
     def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelScore]:
         """Per-channel ranks and scores; only when `explain` was set."""
+
+    @_builtins.property
+    def joined(self) -> _containers.RepeatedCompositeFieldContainer[_memory_pb2.Memory]:
+        """A passage: memories Recall returns together with `memory` because they matched the query
+        too and belong with it: episodes next to it in one conversation (same kind of source,
+        within an hour, a couple of places apart in event time) and memories derived from those
+        episodes. In event-time order, `memory` not included; empty for a single memory.
+        """
 
     def __init__(
         self,
@@ -457,10 +466,11 @@ class RecallResult(_message.Message):
         memory: _memory_pb2.Memory | None = ...,
         score: _builtins.float = ...,
         channels: _abc.Iterable[Global___ChannelScore] | None = ...,
+        joined: _abc.Iterable[_memory_pb2.Memory] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["memory", b"memory"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "memory", b"memory", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "joined", b"joined", "memory", b"memory", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

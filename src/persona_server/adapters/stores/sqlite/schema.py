@@ -135,6 +135,10 @@ CREATE INDEX IF NOT EXISTS changes_at ON changes (at);
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts
     USING fts5(text, owner, tokenize = 'porter unicode61');
 
+-- How many rows hold each (stemmed) term: full-text search leaves out the terms too common to
+-- be worth scoring in a big store (search.py). A view over the index: it stores nothing.
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts_vocab USING fts5vocab(memories_fts, 'row');
+
 CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN
     INSERT INTO memories_fts (rowid, text, owner)
         VALUES (

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import threading
 from collections.abc import Sequence
+
+import Stemmer
 
 from persona_server.adapters.stores.sqlite.connection import read_transaction
 from persona_server.adapters.stores.sqlite.context import StoreContext
@@ -30,20 +33,69 @@ _TOKEN = re.compile(r"[^\W_]+")
 _MAX_TERMS = 32
 # Beyond this many rows the rank-then-filter step is no cheaper than filtering in the join.
 _MAX_PREFETCH = 5000
+# BM25 in FTS5 costs about a microsecond per row that matches any term. A term estimated to be
+# in more than this many of the user's rows is left out of the query, unless every term is:
+# at that frequency its IDF is low (about ln 50 in 100k rows, against ln 10,000 for a rare
+# word), so it changes the ranking little but costs most of the time (measured at 100k
+# memories with bench/latency.py's queries, see BENCHMARKS.md). A user with fewer rows than
+# this never has a term left out.
+COMMON_TERM_ROWS = 2000
+
+
+def query_terms(text: str) -> list[str]:
+    """The words of a query worth searching for: stop words are dropped unless the query has
+    nothing else."""
+    tokens = list(dict.fromkeys(_TOKEN.findall(text.casefold())))
+    return ([t for t in tokens if t not in STOP_WORDS] or tokens)[:_MAX_TERMS]
 
 
 def fts_query(text: str) -> str | None:
     """Plain words as an OR of quoted terms, or None when there is nothing to search for.
 
     Every term is a quoted string made only of letters and digits, so no user input can reach
-    the FTS5 query syntax (operators, column filters, NEAR, prefix stars). Stop words are dropped
-    unless the query has nothing else.
+    the FTS5 query syntax (operators, column filters, NEAR, prefix stars).
     """
-    tokens = list(dict.fromkeys(_TOKEN.findall(text.casefold())))
-    terms = [t for t in tokens if t not in STOP_WORDS] or tokens
-    if not terms:
-        return None
-    return " OR ".join(f'"{t}"' for t in terms[:_MAX_TERMS])
+    return _or_terms(query_terms(text))
+
+
+def _or_terms(terms: Sequence[str]) -> str | None:
+    return " OR ".join(f'"{t}"' for t in terms) if terms else None
+
+
+_stemmers = threading.local()
+
+
+def _stem(words: Sequence[str]) -> list[str]:
+    # The same Porter algorithm as FTS5's porter tokenizer, so a stem is a vocabulary term.
+    # Stemmer objects are not thread-safe: one per reader thread.
+    stemmer = getattr(_stemmers, "porter", None)
+    if stemmer is None:
+        stemmer = _stemmers.porter = Stemmer.Stemmer("porter")
+    return list(stemmer.stemWords(list(words)))
+
+
+def without_common_terms(conn: sqlite3.Connection, key: int, terms: list[str]) -> list[str]:
+    """`terms` less those estimated to be in more than `COMMON_TERM_ROWS` of the user's rows (all
+    but the rarest, if every one is). The index counts rows across users, so a term's count is
+    scaled by the user's share of the rows; one look-up in the index's vocabulary, none for a
+    user too small to hold such a term."""
+    if len(terms) < 2:
+        return terms
+    user_rows = conn.execute("SELECT episode_seq FROM users WHERE key = ?", (key,)).fetchone()
+    if user_rows is None or user_rows[0] <= COMMON_TERM_ROWS:
+        return terms
+    all_rows = conn.execute("SELECT max(rowid) FROM memories").fetchone()[0] or 1
+    share = min(1.0, user_rows[0] / all_rows)
+    stems = _stem(terms)
+    marks = ",".join("?" * len(stems))
+    counts = dict(
+        conn.execute(
+            f"SELECT term, doc FROM memories_fts_vocab WHERE term IN ({marks})", stems
+        ).fetchall()
+    )
+    rows = [share * counts.get(stem, 0) for stem in stems]
+    kept = [t for t, n in zip(terms, rows, strict=True) if n <= COMMON_TERM_ROWS]
+    return kept or [terms[rows.index(min(rows))]]
 
 
 class SqliteSearchOps:
@@ -99,8 +151,8 @@ class SqliteSearchOps:
     async def text(
         self, user: UserRef, query: str, k: int, filter: MemoryFilter
     ) -> list[SearchHit]:
-        terms = fts_query(query)
-        if terms is None or k <= 0:
+        words = query_terms(query)
+        if not words or k <= 0:
             return []
         where, params = filter_sql(filter)
 
@@ -109,6 +161,7 @@ class SqliteSearchOps:
                 key = find_user_key(conn, user)
                 if key is None:
                     return []
+                terms = _or_terms(without_common_terms(conn, key, words))
                 # The owner term restricts the match to this user inside the index, so other
                 # users' rows are never scored; the filter step re-checks the user anyway.
                 match = f'owner : "u{key}" AND text : ({terms})'
