@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -45,29 +46,37 @@ def js(browser: webdriver.Chrome, script: str, *args: Any) -> Any:
 
 
 def click_node(browser: webdriver.Chrome, node_id: str) -> str:
-    """Bring a node into view, click where it is drawn, and return what the click hit."""
-    js(
-        browser,
-        "const cy = window.personaViewer.cy; window.__tapped = null;"
-        "if (!window.__listening) { window.__listening = true;"
-        " cy.on('tap', e => {"
-        "  window.__tapped = e.target === cy ? 'background' : e.target.id(); }); }"
-        "cy.stop(true, true); cy.fit(cy.$id(arguments[0]), 200);",
-        node_id,
-    )
-    WebDriverWait(browser, 10).until(
-        lambda d: not js(d, "return window.personaViewer.cy.animated()")
-    )
-    pos = js(
-        browser, "return window.personaViewer.cy.$id(arguments[0]).renderedPosition()", node_id
-    )
-    canvas = browser.find_element(By.ID, "graph")
-    size = canvas.size
-    ActionChains(browser).move_to_element_with_offset(
-        canvas, int(pos["x"] - size["width"] / 2), int(pos["y"] - size["height"] / 2)
-    ).click().perform()
-    WebDriverWait(browser, 10).until(lambda d: js(d, "return window.__tapped") is not None)
-    return str(js(browser, "return window.__tapped"))
+    """Bring a node into view, click where it is drawn, and return what the click hit.
+
+    On a busy machine the page may still be settling when the position is read, so a click
+    that reaches nothing is tried again (three times) from a fresh position."""
+    for _ in range(3):
+        js(
+            browser,
+            "const cy = window.personaViewer.cy; window.__tapped = null;"
+            "if (!window.__listening) { window.__listening = true;"
+            " cy.on('tap', e => {"
+            "  window.__tapped = e.target === cy ? 'background' : e.target.id(); }); }"
+            "cy.stop(true, true); cy.fit(cy.$id(arguments[0]), 200);",
+            node_id,
+        )
+        WebDriverWait(browser, 10).until(
+            lambda d: not js(d, "return window.personaViewer.cy.animated()")
+        )
+        pos = js(
+            browser, "return window.personaViewer.cy.$id(arguments[0]).renderedPosition()", node_id
+        )
+        canvas = browser.find_element(By.ID, "graph")
+        size = canvas.size
+        ActionChains(browser).move_to_element_with_offset(
+            canvas, int(pos["x"] - size["width"] / 2), int(pos["y"] - size["height"] / 2)
+        ).click().perform()
+        try:
+            WebDriverWait(browser, 5).until(lambda d: js(d, "return window.__tapped") is not None)
+        except TimeoutException:
+            continue
+        return str(js(browser, "return window.__tapped"))
+    raise AssertionError(f"three clicks where {node_id} is drawn reached nothing")
 
 
 def details_text(browser: webdriver.Chrome) -> str:

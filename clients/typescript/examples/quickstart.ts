@@ -30,6 +30,10 @@ async function main(): Promise<void> {
       console.log(
         `recalled: ${r.score.toFixed(3)} ${memory.MemoryType[r.memory?.type ?? 0]} ${JSON.stringify(r.memory?.text)}`,
       );
+      // A passage: the other memories of the same sitting, or the episode a fact came from.
+      for (const j of r.joined) {
+        console.log(`  with: ${memory.MemoryType[j.type]} ${JSON.stringify(j.text)}`);
+      }
     }
 
     // The first event is the snapshot; once it has arrived the subscription sees every later

@@ -40,6 +40,9 @@ class RecallQuery:
     # The query's embedding when the caller has it already (a context stream embeds its query
     # once and recalls it again on every change).
     query_vector: Vector | None = None
+    # Group a sitting's episodes into passages (`RecallResult.joined`). A context stream asks
+    # for single memories: its updates say which memory entered or left, at which rank.
+    passages: bool = True
 
 
 @dataclass(frozen=True)

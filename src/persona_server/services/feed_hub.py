@@ -85,6 +85,7 @@ class ContextSource:
                     max_results=spec.max_results,
                     filter=MemoryFilter(types=spec.types),
                     query_vector=query_vector,
+                    passages=False,
                 )
             )
             return View.ranked(outcome.results, by_type=False)

@@ -135,7 +135,8 @@ class RecallService:
         # The first few inherit score (the temporal channel); more are asked for so that
         # passages know which ranked episodes sit next to each other.
         temporal_seeds = episodes[: t.temporal_seeds] if t.temporal_weight else []
-        passage_seeds = t.passage_seeds if t.passage_size > 1 else 0
+        size = t.passage_size if q.passages else 1
+        passage_seeds = t.passage_seeds if size > 1 else 0
         chain_seeds = episodes[: max(len(temporal_seeds), passage_seeds)]
 
         # What `choose` worked out, kept for after the read (a retried read calls it again).
@@ -145,7 +146,7 @@ class RecallService:
             expanded = self._expanded(fused, found, temporal_seeds)
             # Before the fetch nothing is known of the sittings: every near pair may join.
             ranked = self._ranked(expanded[0], wants_entities)
-            groups = self._passages(ranked, expanded[0], found, None, limit=fetch)
+            groups = self._passages(ranked, expanded[0], found, None, fetch, size)
             ids = [i for group in groups[:fetch] for i in group]
             chosen[:] = [_Choice(found, expanded, ranked, ids)]
             return ids
@@ -171,7 +172,7 @@ class RecallService:
             channels[memory_id].extend(hits)
 
         while True:
-            groups, complete = self._final_passages(ranked, scores, tried, memories, found, q)
+            groups, complete = self._final_passages(ranked, scores, tried, memories, found, q, size)
             if len(groups) >= q.max_results or complete:
                 break
             # More dropped out than the margin allowed for: fetch the next slice.
@@ -213,6 +214,7 @@ class RecallService:
         found: Neighbours,
         memories: dict[str, Memory] | None,
         limit: int,
+        size: int,
         leaders: int | None = None,
     ) -> list[list[str]]:
         t = self._tuning
@@ -228,10 +230,11 @@ class RecallService:
         return passages(
             ranked,
             found.chain,
-            size=t.passage_size,
+            size=size,
             depth=t.passage_depth,
             joinable=joinable,
-            sources=None if memories is None else _derived_sources(ranked, memories),
+            # Size 1 is single memories: a derived memory does not take its episode in either.
+            sources=None if memories is None or size == 1 else _derived_sources(ranked, memories),
             leaders=leaders,
             limit=limit,
         )
@@ -244,6 +247,7 @@ class RecallService:
         memories: dict[str, Memory],
         found: Neighbours,
         q: RecallQuery,
+        size: int,
     ) -> tuple[list[list[str]], bool]:
         """The results' passages from what has been fetched, and whether every candidate has
         been tried. Candidates lead in rank order only up to the first one not fetched yet
@@ -254,10 +258,10 @@ class RecallService:
 
         limit = q.max_results
         if cut == len(ranked):
-            return self._passages(usable, scores, found, memories, limit), True
+            return self._passages(usable, scores, found, memories, limit, size), True
         before_cut = set(ranked[:cut])
         leaders = sum(1 for i in usable if i in before_cut)
-        return self._passages(usable, scores, found, memories, limit, leaders), False
+        return self._passages(usable, scores, found, memories, limit, size, leaders), False
 
     @staticmethod
     def _ranked(scores: dict[str, float], wants_entities: bool) -> list[str]:

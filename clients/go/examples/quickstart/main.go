@@ -68,6 +68,10 @@ func run() error {
 	}
 	for _, r := range recalled.GetResults() {
 		fmt.Printf("recalled: %.3f %s %q\n", r.GetScore(), r.GetMemory().GetType(), r.GetMemory().GetText())
+		// A passage: the other memories of the same sitting, or the episode a fact came from.
+		for _, j := range r.GetJoined() {
+			fmt.Printf("  with: %s %q\n", j.GetType(), j.GetText())
+		}
 	}
 
 	// The first event is the snapshot; once it has arrived the subscription sees every later
