@@ -270,3 +270,92 @@ def raw_requests(valid: bytes) -> st.SearchStrategy[bytes]:
     )
     first_string = st.builds(lambda bad: b"\x0a" + bytes([len(bad)]) + bad + valid, bad_utf8)
     return st.one_of(st.binary(min_size=1, max_size=200), st.just(valid[:-1]), first_string)
+
+
+def export_requests() -> st.SearchStrategy[Any]:
+    from persona.v1 import graph_pb2
+
+    return st.builds(
+        graph_pb2.ExportGraphRequest,
+        user_id=user_ids(),
+        chunk_size=st.one_of(st.integers(0, 1000), INT32),
+    )
+
+
+def _memories() -> st.SearchStrategy[Any]:
+    from persona.v1 import memory_pb2 as mpb
+
+    ids = st.one_of(
+        st.sampled_from(["ep_01hostile", "fa_01hostile", "en_01hostile", "ps_x", "go_x"]),
+        hostile_text(150),
+    )
+    validity = st.builds(mpb.Validity, valid_from=timestamps(), invalid_at=timestamps())
+    reinforcement = st.builds(
+        mpb.Reinforcement, mention_count=INT32, last_reinforced_at=timestamps()
+    )
+    detail = st.one_of(
+        st.fixed_dictionaries(
+            {
+                "episode": st.builds(
+                    mpb.Episode,
+                    source_id=hostile_text(300),
+                    source_type=enum_values(),
+                    speaker=hostile_text(200),
+                    role=enum_values(),
+                )
+            }
+        ),
+        st.fixed_dictionaries(
+            {
+                "fact": st.builds(
+                    mpb.Fact,
+                    subject_id=ids,
+                    predicate=hostile_text(100),
+                    object_id=st.one_of(st.just(""), ids),
+                    object_value=hostile_text(100),
+                )
+            }
+        ),
+        st.fixed_dictionaries(
+            {"entity": st.builds(mpb.Entity, name=hostile_text(100), kind=enum_values())}
+        ),
+        st.fixed_dictionaries({"psyche": st.builds(mpb.Psyche, kind=enum_values())}),
+        st.fixed_dictionaries({"goal": st.builds(mpb.Goal, status=enum_values())}),
+        st.just({}),
+    )
+    return st.builds(
+        lambda base, extra: mpb.Memory(**base, **extra),
+        st.fixed_dictionaries(
+            {
+                "id": ids,
+                "type": enum_values(),
+                "text": hostile_text(),
+                "occurred_at": timestamps(),
+                "recorded_at": timestamps(),
+                "validity": st.one_of(st.none(), validity),
+                "reinforcement": st.one_of(st.none(), reinforcement),
+                "metadata": metadata(),
+            }
+        ),
+        detail,
+    )
+
+
+def import_streams() -> st.SearchStrategy[list[Any]]:
+    """Client streams of ImportGraphRequest: hostile nodes and edges, user ids that change or go
+    missing between messages, empty streams."""
+    from persona.v1 import graph_pb2
+
+    edges = st.builds(
+        graph_pb2.GraphEdge,
+        type=enum_values(),
+        from_id=st.one_of(st.just("ep_01hostile"), hostile_text(150)),
+        to_id=st.one_of(st.just("en_01hostile"), hostile_text(150)),
+    )
+    message = st.builds(
+        graph_pb2.ImportGraphRequest,
+        user_id=st.one_of(st.just(""), user_ids()),
+        nodes=st.lists(_memories(), max_size=3),
+        edges=st.lists(edges, max_size=3),
+    )
+    return st.lists(message, max_size=3)

@@ -49,7 +49,8 @@ class Rpc:
     requests: st.SearchStrategy[Message]
     allowed: frozenset[grpc.StatusCode]
     writes: bool = False  # a successful call may write
-    stream: bool = False
+    stream: bool = False  # server streaming: the response stream is read to its end
+    client_stream: bool = False  # the request is a list of messages
 
     def __repr__(self) -> str:
         return self.name
@@ -65,6 +66,15 @@ RPCS = [
     Rpc("ListMemories", hs.list_requests(), frozenset(ALWAYS)),
     Rpc("DeleteMemory", hs.delete_memory_requests(), frozenset(ALWAYS | {C.NOT_FOUND}), True),
     Rpc("DeleteUser", hs.delete_user_requests(), frozenset(ALWAYS), writes=True),
+    # A graph that changes between pages of an export is ABORTED (GRAPH_CHANGED).
+    Rpc("ExportGraph", hs.export_requests(), frozenset(ALWAYS | {C.ABORTED}), stream=True),
+    Rpc(
+        "ImportGraph",
+        hs.import_streams(),
+        frozenset(ALWAYS | {C.ALREADY_EXISTS}),
+        writes=True,
+        client_stream=True,
+    ),
 ]
 
 
@@ -74,13 +84,26 @@ class Target:
     channel: grpc.Channel
     fingerprint: Fingerprint
 
-    def call(self, rpc: Rpc, request: Message | bytes) -> tuple[grpc.StatusCode, Any]:
-        """(status code, the RpcError or None); a stream is read to its first event."""
+    def call(self, rpc: Rpc, request: Any) -> tuple[grpc.StatusCode, Any]:
+        """(status code, the RpcError or None). A server stream is read to its first event
+        (StreamContext never ends by itself) or to its end (ExportGraph); a client stream is a
+        list of messages (or raw bytes sent as its one message)."""
         raw = isinstance(request, bytes)
-        serialize = None if raw else type(request).SerializeToString
         method = SERVICE + rpc.name
+        if rpc.client_stream:
+            messages = [request] if raw else list(request)
+            serialize = None if raw else _serializer(messages)
+        else:
+            serialize = None if raw else type(request).SerializeToString
         try:
-            if rpc.stream:
+            if rpc.client_stream:
+                upload = self.channel.stream_unary(method, request_serializer=serialize)
+                upload(iter(messages), metadata=AUTH, timeout=CALL_TIMEOUT_S)
+            elif rpc.stream and rpc.name == "ExportGraph":
+                export = self.channel.unary_stream(method, request_serializer=serialize)
+                for _ in export(request, metadata=AUTH, timeout=CALL_TIMEOUT_S):
+                    pass
+            elif rpc.stream:
                 stream = self.channel.unary_stream(method, request_serializer=serialize)
                 call = stream(request, metadata=AUTH, timeout=CALL_TIMEOUT_S)
                 try:
@@ -93,6 +116,12 @@ class Target:
         except grpc.RpcError as err:
             return err.code(), err
         return C.OK, None
+
+
+def _serializer(messages: list[Message]) -> Any:
+    from persona.v1 import graph_pb2
+
+    return (type(messages[0]) if messages else graph_pb2.ImportGraphRequest).SerializeToString
 
 
 def _seed(target: str) -> None:
