@@ -120,6 +120,8 @@ NASTY_SCHEMAS = [
     json.dumps({"pattern": "("}),
     json.dumps({"allOf": [{"type": "string"}] * 5000}),
     '{"a": 1e999999}',
+    "1" * 4301,  # past Python's integer conversion limit
+    '{"maxLength": ' + "9" * 5000 + "}",
     "x" * 70_000,
 ]
 

@@ -70,8 +70,10 @@ def parse(text: str) -> dict[str, Any]:
         raise SchemaProblem(f"is nested more than {MAX_SCHEMA_DEPTH} levels deep")
     try:
         schema = json.loads(text, parse_float=_finite, parse_constant=_not_json)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise SchemaProblem(f"is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers malformed JSON and numbers Python refuses to read (an integer of
+        # more than 4,300 digits).
+        raise SchemaProblem(f"is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(schema, dict):
         raise SchemaProblem("must be a JSON object")
     check(schema)
