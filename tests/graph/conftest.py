@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
-from tests.graph.servers import ThreadServer, neo4j_settings
+from tests.graph.servers import ThreadServer
+from tests.neo4j_plugin import server_settings
 
 StartServer = Callable[..., ThreadServer]
 
@@ -23,7 +24,7 @@ def start_server(
 
     def start(store: str = "sqlite", **settings: Any) -> ThreadServer:
         if store == "neo4j":
-            settings = {**neo4j_settings(request.getfixturevalue("neo4j_clean_db")), **settings}
+            settings = {**server_settings(request.getfixturevalue("neo4j_clean_db")), **settings}
         server = ThreadServer(tmp_path / f"data-{len(running)}", embedder, **settings)
         running.append(server)
         return server

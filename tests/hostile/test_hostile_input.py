@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from persona.v1 import memory_service_pb2 as svc
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from tests.hostile import strategies as hs
-from tests.hostile.threaded import ThreadedApp
-from tests.neo4j_plugin import Neo4jTarget, wipe_database
+from tests.neo4j_plugin import Neo4jTarget, server_settings, wipe_database
+from tests.threaded_app import ThreadedApp
 from tests.transport.transport_settings import KEY_A, make_settings
 
 SERVICE = "/persona.v1.MemoryService/"
@@ -199,13 +199,7 @@ def target(
             uri=request.getfixturevalue("neo4j_uri"), auth=request.getfixturevalue("neo4j_auth")
         )
         wipe_database(neo4j)
-        user, password = neo4j.auth or ("neo4j", "")
-        overrides = {
-            "store": "neo4j",
-            "neo4j_uri": neo4j.uri,
-            "neo4j_user": user,
-            "neo4j_password": password,
-        }
+        overrides = server_settings(neo4j)
         fingerprint = _neo4j_fingerprint(neo4j)
     else:
         fingerprint = _sqlite_fingerprint(data / "persona.db")

@@ -24,8 +24,8 @@ from persona.v1 import memory_pb2 as mpb
 from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
-from tests.hostile.threaded import ThreadedApp
-from tests.neo4j_plugin import Neo4jTarget, wipe_database
+from tests.neo4j_plugin import Neo4jTarget, server_settings, wipe_database
+from tests.threaded_app import ThreadedApp
 from tests.transport.transport_settings import KEY_A, KEY_B, make_settings
 
 TENANTS = {"A": KEY_A, "B": KEY_B}
@@ -298,9 +298,7 @@ def store(
             uri=request.getfixturevalue("neo4j_uri"), auth=request.getfixturevalue("neo4j_auth")
         )
         wipe_database(neo4j)
-        user, password = neo4j.auth or ("neo4j", "")
-        overrides = {"store": "neo4j", "neo4j_uri": neo4j.uri, "neo4j_user": user}
-        overrides["neo4j_password"] = password
+        overrides = server_settings(neo4j)
     data = tmp_path_factory.mktemp("tenancy") / "data"
     with ThreadedApp(make_settings(data, **overrides), embedder) as server:
         _servers[request.param] = server

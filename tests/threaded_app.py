@@ -1,8 +1,8 @@
 """A Persona server on its own event loop in a background thread.
 
-Property-based tests (hypothesis) call the server many times from one plain test function, with
-the synchronous gRPC client, so the server cannot live on the test's own event loop. The store
-can still be read directly on the server's loop (`run`), to check what was written.
+Blocking clients (the sync SDK, the CLI, hypothesis tests calling the server many times from one
+plain test function) cannot share a loop with the server, so the server gets its own. The store
+and the services can still be reached on the server's loop (`run`), to check what was written.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ START_TIMEOUT_S = 120.0
 
 
 class ThreadedApp:
-    def __init__(self, settings: Settings, embedder: LocalOnnxEmbedder) -> None:
+    def __init__(self, settings: Settings, embedder: LocalOnnxEmbedder | None = None) -> None:
+        """`embedder`: the session's shared model (None: the server loads its own)."""
         self._settings = settings
         self._embedder = embedder
         self._loop = asyncio.new_event_loop()
@@ -44,8 +45,15 @@ class ThreadedApp:
 
     def __enter__(self) -> Self:
         self._thread.start()
-        self._app = self.run(start(self._settings, embedder=self._embedder), START_TIMEOUT_S)
+        try:
+            self._app = self.run(start(self._settings, embedder=self._embedder), START_TIMEOUT_S)
+        except BaseException:
+            self._close_loop()
+            raise
         return self
+
+    def stop(self) -> None:
+        self.__exit__(None, None, None)
 
     def __exit__(
         self,
@@ -55,8 +63,14 @@ class ThreadedApp:
     ) -> None:
         try:
             if self._app is not None:
-                self.run(self._app.stop(grace_s=0))
+                app, self._app = self._app, None
+                self.run(app.stop(grace_s=0), timeout_s=30)
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop.close()
+            self._close_loop()
+
+    def _close_loop(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
