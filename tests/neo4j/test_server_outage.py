@@ -7,8 +7,9 @@ started again:
 - once it is back, the same server (no restart) reports SERVING again, the data is intact, and
   an index dropped before the outage has been re-created;
 - all along, clients keep ingesting and recalling (load): every call either succeeds (calls in
-  flight when Neo4j stops are retried by the driver) or answers UNAVAILABLE, never anything
-  else, every acknowledged item is stored afterwards, and the event-time chain is consistent.
+  flight when Neo4j stops are retried by the driver), answers UNAVAILABLE, or runs out of its
+  caller's deadline while the driver retries; never anything else. Every acknowledged item is
+  stored afterwards, and the event-time chain is consistent.
 """
 
 from __future__ import annotations
@@ -209,7 +210,10 @@ async def test_server_survives_neo4j_outage(
             load.stop.set()
             await asyncio.gather(*workers)
             print(f"load during the outage: {load.codes}")
-            assert set(load.codes) <= {"OK", "UNAVAILABLE"}, load.codes
+            # A call in flight when Neo4j stops waits in the driver's retries and may outlast
+            # its caller's deadline (30 s here) on a busy machine: DEADLINE_EXCEEDED is the
+            # caller's own bound. Anything else (INTERNAL, UNKNOWN) would be a bug.
+            assert set(load.codes) <= {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}, load.codes
             # Calls in flight when Neo4j went away are retried by the driver and may succeed
             # once it is back; calls made once the outage is known fail at once.
             stored = {
