@@ -27,6 +27,7 @@ from persona_server.services.feed_hub import ContextSource, FeedHub
 from persona_server.services.graph_export import GraphExportService
 from persona_server.services.graph_import import GraphImportService
 from persona_server.services.ingest import ExtractionScheduler, IngestService
+from persona_server.services.knowledge import KnowledgeService
 from persona_server.services.memories import MemoryService
 from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.profile import ProfileService
@@ -221,6 +222,7 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         ask=extraction.ask,
         graph_export=GraphExportService(store),
         graph_import=GraphImportService(store, emb, notifier),
+        knowledge=KnowledgeService(store, llm_configured=settings.llm_configured),
     )
     try:
         server = await start_grpc_server(settings, services, keys, store.ping, limits_for)

@@ -29,6 +29,7 @@ from persona_server.domain.models import (
     MemoryType,
     UserRef,
 )
+from persona_server.ports.knowledge_store import KnowledgeOps
 
 Vectors = npt.NDArray[np.float32]
 
@@ -376,6 +377,7 @@ class GraphStore(Protocol):
     users: UserOps
     changes: ChangeOps
     export: ExportOps
+    knowledge: KnowledgeOps
 
     async def open(self, *, embedding_model: str, dimension: int) -> None:
         """Create schema if needed; raise `EmbeddingMismatchError` if built with another model."""

@@ -17,6 +17,7 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 
 from persona.v1 import graph_pb2 as gpb
+from persona.v1 import knowledge_pb2 as kpb
 from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
 from persona_server.domain.models import UserRef
@@ -25,10 +26,18 @@ from persona_server.services.context_feed import ContextFeed
 from persona_server.services.graph_export import GraphExportService
 from persona_server.services.graph_import import GraphImportService, ImportChunk
 from persona_server.services.ingest import IngestService, utcnow
+from persona_server.services.knowledge import KnowledgeService
 from persona_server.services.memories import MemoryService
 from persona_server.services.recall import RecallService
 from persona_server.services.results import StreamEvent
-from persona_server.transport import convert, graph_convert, graph_validation, validation
+from persona_server.transport import (
+    convert,
+    graph_convert,
+    graph_validation,
+    knowledge_convert,
+    knowledge_validation,
+    validation,
+)
 from persona_server.transport.auth import current_tenant
 from persona_server.transport.errors import abort
 
@@ -46,6 +55,7 @@ class Services:
     ask: AskService
     graph_export: GraphExportService
     graph_import: GraphImportService
+    knowledge: KnowledgeService
     clock: Callable[[], datetime] = utcnow
 
 
@@ -207,5 +217,53 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
                 nodes_unchanged=report.nodes_unchanged,
                 edges=report.edges,
             )
+
+        return await _unary(context, call)
+
+    # --- knowledge schemas (knowledge.proto) ---
+
+    async def PutKnowledgeSchema(
+        self, request: kpb.PutKnowledgeSchemaRequest, context: Context
+    ) -> kpb.PutKnowledgeSchemaResponse:
+        async def call() -> kpb.PutKnowledgeSchemaResponse:
+            cmd = knowledge_validation.put_schema(current_tenant(), request)
+            stored, created = await self._s.knowledge.put_schema(cmd)
+            return kpb.PutKnowledgeSchemaResponse(
+                knowledge_schema=knowledge_convert.schema(stored), created=created
+            )
+
+        return await _unary(context, call)
+
+    async def ListKnowledgeSchemas(
+        self, request: kpb.ListKnowledgeSchemasRequest, context: Context
+    ) -> kpb.ListKnowledgeSchemasResponse:
+        async def call() -> kpb.ListKnowledgeSchemasResponse:
+            after, limit = knowledge_validation.list_schemas(request)
+            page, next_token = await self._s.knowledge.list_schemas(
+                current_tenant(), after=after, limit=limit
+            )
+            return kpb.ListKnowledgeSchemasResponse(
+                knowledge_schemas=[knowledge_convert.schema(s) for s in page],
+                next_page_token=next_token,
+            )
+
+        return await _unary(context, call)
+
+    async def DeleteKnowledgeSchema(
+        self, request: kpb.DeleteKnowledgeSchemaRequest, context: Context
+    ) -> kpb.DeleteKnowledgeSchemaResponse:
+        async def call() -> kpb.DeleteKnowledgeSchemaResponse:
+            name = knowledge_validation.schema_name(request)
+            deleted = await self._s.knowledge.delete_schema(current_tenant(), name)
+            return kpb.DeleteKnowledgeSchemaResponse(deleted_documents=deleted)
+
+        return await _unary(context, call)
+
+    async def GetKnowledge(
+        self, request: kpb.GetKnowledgeRequest, context: Context
+    ) -> kpb.GetKnowledgeResponse:
+        async def call() -> kpb.GetKnowledgeResponse:
+            user, name = knowledge_validation.get_knowledge(current_tenant(), request)
+            return knowledge_convert.knowledge(await self._s.knowledge.get(user, name))
 
         return await _unary(context, call)

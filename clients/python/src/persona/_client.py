@@ -16,7 +16,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
-from persona import _channel, _graph, _requests
+from persona import _channel, _convert, _graph, _requests
 from persona._channel import ChannelOptions, TlsConfig
 from persona._errors import PersonaError, from_rpc_error
 from persona._graph import GraphRecord
@@ -24,6 +24,7 @@ from persona._retry import STREAM_RETRY, Attempts, Deadline, RetryPolicy
 from persona._stream import StreamState
 from persona._types import IngestItemLike, MemoryTypeLike, TimeRangeLike, TimestampLike
 from persona.v1 import graph_pb2, memory_pb2, memory_service_pb2_grpc
+from persona.v1 import knowledge_pb2 as kpb
 from persona.v1 import memory_service_pb2 as pb
 
 __all__ = ["AsyncContextStream", "AsyncPersonaClient"]
@@ -299,6 +300,60 @@ class AsyncPersonaClient:
         request = _requests.delete_user(user_id)
         return await self._unary(
             "DeleteUser", request, pb.DeleteUserResponse, timeout=timeout, retry_safe=True
+        )
+
+    # --- knowledge schemas ---
+
+    async def put_knowledge_schema(
+        self, name: str, schema: Mapping[str, Any] | str | bytes, *, timeout: float | None = None
+    ) -> kpb.PutKnowledgeSchemaResponse:
+        """Register (or replace) the tenant's knowledge schema `name`: a JSON Schema of an
+        object (a dict, or JSON text sent as is). Putting the same schema again is a no-op."""
+        request = kpb.PutKnowledgeSchemaRequest(name=name, json_schema=_convert.json_schema(schema))
+        return await self._unary(
+            "PutKnowledgeSchema",
+            request,
+            kpb.PutKnowledgeSchemaResponse,
+            timeout=timeout,
+            retry_safe=True,
+        )
+
+    async def list_knowledge_schemas(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> kpb.ListKnowledgeSchemasResponse:
+        request = kpb.ListKnowledgeSchemasRequest(page_size=page_size, page_token=page_token)
+        return await self._unary(
+            "ListKnowledgeSchemas",
+            request,
+            kpb.ListKnowledgeSchemasResponse,
+            timeout=timeout,
+            retry_safe=True,
+        )
+
+    async def delete_knowledge_schema(
+        self, name: str, *, timeout: float | None = None
+    ) -> kpb.DeleteKnowledgeSchemaResponse:
+        """Delete the schema and every user's document of it (NOT_FOUND if there is none:
+        a retried call that had deleted it answers NOT_FOUND)."""
+        return await self._unary(
+            "DeleteKnowledgeSchema",
+            kpb.DeleteKnowledgeSchemaRequest(name=name),
+            kpb.DeleteKnowledgeSchemaResponse,
+            timeout=timeout,
+            retry_safe=True,
+        )
+
+    async def get_knowledge(
+        self, user_id: str, name: str, *, timeout: float | None = None
+    ) -> kpb.GetKnowledgeResponse:
+        """The user's document of schema `name`: `json.loads(response.document_json)`, with
+        each field's provenance and history in `response.fields`."""
+        return await self._unary(
+            "GetKnowledge",
+            kpb.GetKnowledgeRequest(user_id=user_id, name=name),
+            kpb.GetKnowledgeResponse,
+            timeout=timeout,
+            retry_safe=True,
         )
 
     async def export_graph(

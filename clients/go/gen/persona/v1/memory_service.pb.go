@@ -2052,7 +2052,7 @@ var File_persona_v1_memory_service_proto protoreflect.FileDescriptor
 const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1fpersona/v1/memory_service.proto\x12\n" +
-	"persona.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16persona/v1/graph.proto\x1a\x17persona/v1/memory.proto\"\xf6\x02\n" +
+	"persona.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16persona/v1/graph.proto\x1a\x1apersona/v1/knowledge.proto\x1a\x17persona/v1/memory.proto\"\xf6\x02\n" +
 	"\n" +
 	"IngestItem\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1b\n" +
@@ -2201,7 +2201,7 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\x17CHANGE_KIND_INVALIDATED\x10\x03\x12\x17\n" +
 	"\x13CHANGE_KIND_DELETED\x10\x04\x12\x17\n" +
 	"\x13CHANGE_KIND_ENTERED\x10\x05\x12\x14\n" +
-	"\x10CHANGE_KIND_LEFT\x10\x062\xa0\x06\n" +
+	"\x10CHANGE_KIND_LEFT\x10\x062\xb1\t\n" +
 	"\rMemoryService\x12?\n" +
 	"\x06Ingest\x12\x19.persona.v1.IngestRequest\x1a\x1a.persona.v1.IngestResponse\x12?\n" +
 	"\x06Recall\x12\x19.persona.v1.RecallRequest\x1a\x1a.persona.v1.RecallResponse\x12T\n" +
@@ -2213,7 +2213,11 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\n" +
 	"DeleteUser\x12\x1d.persona.v1.DeleteUserRequest\x1a\x1e.persona.v1.DeleteUserResponse\x12P\n" +
 	"\vExportGraph\x12\x1e.persona.v1.ExportGraphRequest\x1a\x1f.persona.v1.ExportGraphResponse0\x01\x12P\n" +
-	"\vImportGraph\x12\x1e.persona.v1.ImportGraphRequest\x1a\x1f.persona.v1.ImportGraphResponse(\x01B\xb1\x01\n" +
+	"\vImportGraph\x12\x1e.persona.v1.ImportGraphRequest\x1a\x1f.persona.v1.ImportGraphResponse(\x01\x12c\n" +
+	"\x12PutKnowledgeSchema\x12%.persona.v1.PutKnowledgeSchemaRequest\x1a&.persona.v1.PutKnowledgeSchemaResponse\x12i\n" +
+	"\x14ListKnowledgeSchemas\x12'.persona.v1.ListKnowledgeSchemasRequest\x1a(.persona.v1.ListKnowledgeSchemasResponse\x12l\n" +
+	"\x15DeleteKnowledgeSchema\x12(.persona.v1.DeleteKnowledgeSchemaRequest\x1a).persona.v1.DeleteKnowledgeSchemaResponse\x12Q\n" +
+	"\fGetKnowledge\x12\x1f.persona.v1.GetKnowledgeRequest\x1a .persona.v1.GetKnowledgeResponseB\xb1\x01\n" +
 	"\x0ecom.persona.v1B\x12MemoryServiceProtoP\x01ZBgithub.com/persona-dev/persona/clients/go/gen/persona/v1;personav1\xa2\x02\x03PXX\xaa\x02\n" +
 	"Persona.V1\xca\x02\n" +
 	"Persona\\V1\xe2\x02\x16Persona\\V1\\GPBMetadata\xea\x02\vPersona::V1b\x06proto3"
@@ -2233,48 +2237,56 @@ func file_persona_v1_memory_service_proto_rawDescGZIP() []byte {
 var file_persona_v1_memory_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_persona_v1_memory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_persona_v1_memory_service_proto_goTypes = []any{
-	(IngestOutcome)(0),            // 0: persona.v1.IngestOutcome
-	(ChangeKind)(0),               // 1: persona.v1.ChangeKind
-	(*IngestItem)(nil),            // 2: persona.v1.IngestItem
-	(*IngestRequest)(nil),         // 3: persona.v1.IngestRequest
-	(*IngestResult)(nil),          // 4: persona.v1.IngestResult
-	(*IngestResponse)(nil),        // 5: persona.v1.IngestResponse
-	(*TimeRange)(nil),             // 6: persona.v1.TimeRange
-	(*RecallFilter)(nil),          // 7: persona.v1.RecallFilter
-	(*RecallRequest)(nil),         // 8: persona.v1.RecallRequest
-	(*ChannelScore)(nil),          // 9: persona.v1.ChannelScore
-	(*RecallResult)(nil),          // 10: persona.v1.RecallResult
-	(*RecallResponse)(nil),        // 11: persona.v1.RecallResponse
-	(*AskStructuredRequest)(nil),  // 12: persona.v1.AskStructuredRequest
-	(*Citation)(nil),              // 13: persona.v1.Citation
-	(*AskStructuredResponse)(nil), // 14: persona.v1.AskStructuredResponse
-	(*StreamContextRequest)(nil),  // 15: persona.v1.StreamContextRequest
-	(*ContextSnapshot)(nil),       // 16: persona.v1.ContextSnapshot
-	(*ContextChange)(nil),         // 17: persona.v1.ContextChange
-	(*ContextMember)(nil),         // 18: persona.v1.ContextMember
-	(*ContextUpdate)(nil),         // 19: persona.v1.ContextUpdate
-	(*Heartbeat)(nil),             // 20: persona.v1.Heartbeat
-	(*StreamContextResponse)(nil), // 21: persona.v1.StreamContextResponse
-	(*GetMemoryRequest)(nil),      // 22: persona.v1.GetMemoryRequest
-	(*GetMemoryResponse)(nil),     // 23: persona.v1.GetMemoryResponse
-	(*ListMemoriesRequest)(nil),   // 24: persona.v1.ListMemoriesRequest
-	(*ListMemoriesResponse)(nil),  // 25: persona.v1.ListMemoriesResponse
-	(*DeleteMemoryRequest)(nil),   // 26: persona.v1.DeleteMemoryRequest
-	(*DeleteMemoryResponse)(nil),  // 27: persona.v1.DeleteMemoryResponse
-	(*DeleteUserRequest)(nil),     // 28: persona.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),    // 29: persona.v1.DeleteUserResponse
-	nil,                           // 30: persona.v1.IngestItem.MetadataEntry
-	nil,                           // 31: persona.v1.RecallFilter.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
-	(SourceType)(0),               // 33: persona.v1.SourceType
-	(ChatRole)(0),                 // 34: persona.v1.ChatRole
-	(*ExtractionStatus)(nil),      // 35: persona.v1.ExtractionStatus
-	(MemoryType)(0),               // 36: persona.v1.MemoryType
-	(*Memory)(nil),                // 37: persona.v1.Memory
-	(*ExportGraphRequest)(nil),    // 38: persona.v1.ExportGraphRequest
-	(*ImportGraphRequest)(nil),    // 39: persona.v1.ImportGraphRequest
-	(*ExportGraphResponse)(nil),   // 40: persona.v1.ExportGraphResponse
-	(*ImportGraphResponse)(nil),   // 41: persona.v1.ImportGraphResponse
+	(IngestOutcome)(0),                    // 0: persona.v1.IngestOutcome
+	(ChangeKind)(0),                       // 1: persona.v1.ChangeKind
+	(*IngestItem)(nil),                    // 2: persona.v1.IngestItem
+	(*IngestRequest)(nil),                 // 3: persona.v1.IngestRequest
+	(*IngestResult)(nil),                  // 4: persona.v1.IngestResult
+	(*IngestResponse)(nil),                // 5: persona.v1.IngestResponse
+	(*TimeRange)(nil),                     // 6: persona.v1.TimeRange
+	(*RecallFilter)(nil),                  // 7: persona.v1.RecallFilter
+	(*RecallRequest)(nil),                 // 8: persona.v1.RecallRequest
+	(*ChannelScore)(nil),                  // 9: persona.v1.ChannelScore
+	(*RecallResult)(nil),                  // 10: persona.v1.RecallResult
+	(*RecallResponse)(nil),                // 11: persona.v1.RecallResponse
+	(*AskStructuredRequest)(nil),          // 12: persona.v1.AskStructuredRequest
+	(*Citation)(nil),                      // 13: persona.v1.Citation
+	(*AskStructuredResponse)(nil),         // 14: persona.v1.AskStructuredResponse
+	(*StreamContextRequest)(nil),          // 15: persona.v1.StreamContextRequest
+	(*ContextSnapshot)(nil),               // 16: persona.v1.ContextSnapshot
+	(*ContextChange)(nil),                 // 17: persona.v1.ContextChange
+	(*ContextMember)(nil),                 // 18: persona.v1.ContextMember
+	(*ContextUpdate)(nil),                 // 19: persona.v1.ContextUpdate
+	(*Heartbeat)(nil),                     // 20: persona.v1.Heartbeat
+	(*StreamContextResponse)(nil),         // 21: persona.v1.StreamContextResponse
+	(*GetMemoryRequest)(nil),              // 22: persona.v1.GetMemoryRequest
+	(*GetMemoryResponse)(nil),             // 23: persona.v1.GetMemoryResponse
+	(*ListMemoriesRequest)(nil),           // 24: persona.v1.ListMemoriesRequest
+	(*ListMemoriesResponse)(nil),          // 25: persona.v1.ListMemoriesResponse
+	(*DeleteMemoryRequest)(nil),           // 26: persona.v1.DeleteMemoryRequest
+	(*DeleteMemoryResponse)(nil),          // 27: persona.v1.DeleteMemoryResponse
+	(*DeleteUserRequest)(nil),             // 28: persona.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),            // 29: persona.v1.DeleteUserResponse
+	nil,                                   // 30: persona.v1.IngestItem.MetadataEntry
+	nil,                                   // 31: persona.v1.RecallFilter.MetadataEntry
+	(*timestamppb.Timestamp)(nil),         // 32: google.protobuf.Timestamp
+	(SourceType)(0),                       // 33: persona.v1.SourceType
+	(ChatRole)(0),                         // 34: persona.v1.ChatRole
+	(*ExtractionStatus)(nil),              // 35: persona.v1.ExtractionStatus
+	(MemoryType)(0),                       // 36: persona.v1.MemoryType
+	(*Memory)(nil),                        // 37: persona.v1.Memory
+	(*ExportGraphRequest)(nil),            // 38: persona.v1.ExportGraphRequest
+	(*ImportGraphRequest)(nil),            // 39: persona.v1.ImportGraphRequest
+	(*PutKnowledgeSchemaRequest)(nil),     // 40: persona.v1.PutKnowledgeSchemaRequest
+	(*ListKnowledgeSchemasRequest)(nil),   // 41: persona.v1.ListKnowledgeSchemasRequest
+	(*DeleteKnowledgeSchemaRequest)(nil),  // 42: persona.v1.DeleteKnowledgeSchemaRequest
+	(*GetKnowledgeRequest)(nil),           // 43: persona.v1.GetKnowledgeRequest
+	(*ExportGraphResponse)(nil),           // 44: persona.v1.ExportGraphResponse
+	(*ImportGraphResponse)(nil),           // 45: persona.v1.ImportGraphResponse
+	(*PutKnowledgeSchemaResponse)(nil),    // 46: persona.v1.PutKnowledgeSchemaResponse
+	(*ListKnowledgeSchemasResponse)(nil),  // 47: persona.v1.ListKnowledgeSchemasResponse
+	(*DeleteKnowledgeSchemaResponse)(nil), // 48: persona.v1.DeleteKnowledgeSchemaResponse
+	(*GetKnowledgeResponse)(nil),          // 49: persona.v1.GetKnowledgeResponse
 }
 var file_persona_v1_memory_service_proto_depIdxs = []int32{
 	32, // 0: persona.v1.IngestItem.occurred_at:type_name -> google.protobuf.Timestamp
@@ -2323,18 +2335,26 @@ var file_persona_v1_memory_service_proto_depIdxs = []int32{
 	28, // 43: persona.v1.MemoryService.DeleteUser:input_type -> persona.v1.DeleteUserRequest
 	38, // 44: persona.v1.MemoryService.ExportGraph:input_type -> persona.v1.ExportGraphRequest
 	39, // 45: persona.v1.MemoryService.ImportGraph:input_type -> persona.v1.ImportGraphRequest
-	5,  // 46: persona.v1.MemoryService.Ingest:output_type -> persona.v1.IngestResponse
-	11, // 47: persona.v1.MemoryService.Recall:output_type -> persona.v1.RecallResponse
-	14, // 48: persona.v1.MemoryService.AskStructured:output_type -> persona.v1.AskStructuredResponse
-	21, // 49: persona.v1.MemoryService.StreamContext:output_type -> persona.v1.StreamContextResponse
-	23, // 50: persona.v1.MemoryService.GetMemory:output_type -> persona.v1.GetMemoryResponse
-	25, // 51: persona.v1.MemoryService.ListMemories:output_type -> persona.v1.ListMemoriesResponse
-	27, // 52: persona.v1.MemoryService.DeleteMemory:output_type -> persona.v1.DeleteMemoryResponse
-	29, // 53: persona.v1.MemoryService.DeleteUser:output_type -> persona.v1.DeleteUserResponse
-	40, // 54: persona.v1.MemoryService.ExportGraph:output_type -> persona.v1.ExportGraphResponse
-	41, // 55: persona.v1.MemoryService.ImportGraph:output_type -> persona.v1.ImportGraphResponse
-	46, // [46:56] is the sub-list for method output_type
-	36, // [36:46] is the sub-list for method input_type
+	40, // 46: persona.v1.MemoryService.PutKnowledgeSchema:input_type -> persona.v1.PutKnowledgeSchemaRequest
+	41, // 47: persona.v1.MemoryService.ListKnowledgeSchemas:input_type -> persona.v1.ListKnowledgeSchemasRequest
+	42, // 48: persona.v1.MemoryService.DeleteKnowledgeSchema:input_type -> persona.v1.DeleteKnowledgeSchemaRequest
+	43, // 49: persona.v1.MemoryService.GetKnowledge:input_type -> persona.v1.GetKnowledgeRequest
+	5,  // 50: persona.v1.MemoryService.Ingest:output_type -> persona.v1.IngestResponse
+	11, // 51: persona.v1.MemoryService.Recall:output_type -> persona.v1.RecallResponse
+	14, // 52: persona.v1.MemoryService.AskStructured:output_type -> persona.v1.AskStructuredResponse
+	21, // 53: persona.v1.MemoryService.StreamContext:output_type -> persona.v1.StreamContextResponse
+	23, // 54: persona.v1.MemoryService.GetMemory:output_type -> persona.v1.GetMemoryResponse
+	25, // 55: persona.v1.MemoryService.ListMemories:output_type -> persona.v1.ListMemoriesResponse
+	27, // 56: persona.v1.MemoryService.DeleteMemory:output_type -> persona.v1.DeleteMemoryResponse
+	29, // 57: persona.v1.MemoryService.DeleteUser:output_type -> persona.v1.DeleteUserResponse
+	44, // 58: persona.v1.MemoryService.ExportGraph:output_type -> persona.v1.ExportGraphResponse
+	45, // 59: persona.v1.MemoryService.ImportGraph:output_type -> persona.v1.ImportGraphResponse
+	46, // 60: persona.v1.MemoryService.PutKnowledgeSchema:output_type -> persona.v1.PutKnowledgeSchemaResponse
+	47, // 61: persona.v1.MemoryService.ListKnowledgeSchemas:output_type -> persona.v1.ListKnowledgeSchemasResponse
+	48, // 62: persona.v1.MemoryService.DeleteKnowledgeSchema:output_type -> persona.v1.DeleteKnowledgeSchemaResponse
+	49, // 63: persona.v1.MemoryService.GetKnowledge:output_type -> persona.v1.GetKnowledgeResponse
+	50, // [50:64] is the sub-list for method output_type
+	36, // [36:50] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name
 	36, // [36:36] is the sub-list for extension extendee
 	0,  // [0:36] is the sub-list for field type_name
@@ -2346,6 +2366,7 @@ func file_persona_v1_memory_service_proto_init() {
 		return
 	}
 	file_persona_v1_graph_proto_init()
+	file_persona_v1_knowledge_proto_init()
 	file_persona_v1_memory_proto_init()
 	file_persona_v1_memory_service_proto_msgTypes[19].OneofWrappers = []any{
 		(*StreamContextResponse_Snapshot)(nil),

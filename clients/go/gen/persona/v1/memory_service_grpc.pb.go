@@ -19,16 +19,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MemoryService_Ingest_FullMethodName        = "/persona.v1.MemoryService/Ingest"
-	MemoryService_Recall_FullMethodName        = "/persona.v1.MemoryService/Recall"
-	MemoryService_AskStructured_FullMethodName = "/persona.v1.MemoryService/AskStructured"
-	MemoryService_StreamContext_FullMethodName = "/persona.v1.MemoryService/StreamContext"
-	MemoryService_GetMemory_FullMethodName     = "/persona.v1.MemoryService/GetMemory"
-	MemoryService_ListMemories_FullMethodName  = "/persona.v1.MemoryService/ListMemories"
-	MemoryService_DeleteMemory_FullMethodName  = "/persona.v1.MemoryService/DeleteMemory"
-	MemoryService_DeleteUser_FullMethodName    = "/persona.v1.MemoryService/DeleteUser"
-	MemoryService_ExportGraph_FullMethodName   = "/persona.v1.MemoryService/ExportGraph"
-	MemoryService_ImportGraph_FullMethodName   = "/persona.v1.MemoryService/ImportGraph"
+	MemoryService_Ingest_FullMethodName                = "/persona.v1.MemoryService/Ingest"
+	MemoryService_Recall_FullMethodName                = "/persona.v1.MemoryService/Recall"
+	MemoryService_AskStructured_FullMethodName         = "/persona.v1.MemoryService/AskStructured"
+	MemoryService_StreamContext_FullMethodName         = "/persona.v1.MemoryService/StreamContext"
+	MemoryService_GetMemory_FullMethodName             = "/persona.v1.MemoryService/GetMemory"
+	MemoryService_ListMemories_FullMethodName          = "/persona.v1.MemoryService/ListMemories"
+	MemoryService_DeleteMemory_FullMethodName          = "/persona.v1.MemoryService/DeleteMemory"
+	MemoryService_DeleteUser_FullMethodName            = "/persona.v1.MemoryService/DeleteUser"
+	MemoryService_ExportGraph_FullMethodName           = "/persona.v1.MemoryService/ExportGraph"
+	MemoryService_ImportGraph_FullMethodName           = "/persona.v1.MemoryService/ImportGraph"
+	MemoryService_PutKnowledgeSchema_FullMethodName    = "/persona.v1.MemoryService/PutKnowledgeSchema"
+	MemoryService_ListKnowledgeSchemas_FullMethodName  = "/persona.v1.MemoryService/ListKnowledgeSchemas"
+	MemoryService_DeleteKnowledgeSchema_FullMethodName = "/persona.v1.MemoryService/DeleteKnowledgeSchema"
+	MemoryService_GetKnowledge_FullMethodName          = "/persona.v1.MemoryService/GetKnowledge"
 )
 
 // MemoryServiceClient is the client API for MemoryService service.
@@ -74,6 +78,15 @@ type MemoryServiceClient interface {
 	// provenance, the chain, validity and extraction state. Validated whole before anything is
 	// written; importing the same graph again changes nothing.
 	ImportGraph(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportGraphRequest, ImportGraphResponse], error)
+	// PutKnowledgeSchema registers (or replaces) a tenant's knowledge schema (knowledge.proto).
+	PutKnowledgeSchema(ctx context.Context, in *PutKnowledgeSchemaRequest, opts ...grpc.CallOption) (*PutKnowledgeSchemaResponse, error)
+	// ListKnowledgeSchemas pages through the tenant's knowledge schemas.
+	ListKnowledgeSchemas(ctx context.Context, in *ListKnowledgeSchemasRequest, opts ...grpc.CallOption) (*ListKnowledgeSchemasResponse, error)
+	// DeleteKnowledgeSchema removes a schema and every user's document of it.
+	DeleteKnowledgeSchema(ctx context.Context, in *DeleteKnowledgeSchemaRequest, opts ...grpc.CallOption) (*DeleteKnowledgeSchemaResponse, error)
+	// GetKnowledge returns a user's document of a schema, with per-field provenance and history.
+	// Needs an LLM (FAILED_PRECONDITION otherwise).
+	GetKnowledge(ctx context.Context, in *GetKnowledgeRequest, opts ...grpc.CallOption) (*GetKnowledgeResponse, error)
 }
 
 type memoryServiceClient struct {
@@ -205,6 +218,46 @@ func (c *memoryServiceClient) ImportGraph(ctx context.Context, opts ...grpc.Call
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MemoryService_ImportGraphClient = grpc.ClientStreamingClient[ImportGraphRequest, ImportGraphResponse]
 
+func (c *memoryServiceClient) PutKnowledgeSchema(ctx context.Context, in *PutKnowledgeSchemaRequest, opts ...grpc.CallOption) (*PutKnowledgeSchemaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutKnowledgeSchemaResponse)
+	err := c.cc.Invoke(ctx, MemoryService_PutKnowledgeSchema_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) ListKnowledgeSchemas(ctx context.Context, in *ListKnowledgeSchemasRequest, opts ...grpc.CallOption) (*ListKnowledgeSchemasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListKnowledgeSchemasResponse)
+	err := c.cc.Invoke(ctx, MemoryService_ListKnowledgeSchemas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) DeleteKnowledgeSchema(ctx context.Context, in *DeleteKnowledgeSchemaRequest, opts ...grpc.CallOption) (*DeleteKnowledgeSchemaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteKnowledgeSchemaResponse)
+	err := c.cc.Invoke(ctx, MemoryService_DeleteKnowledgeSchema_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) GetKnowledge(ctx context.Context, in *GetKnowledgeRequest, opts ...grpc.CallOption) (*GetKnowledgeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetKnowledgeResponse)
+	err := c.cc.Invoke(ctx, MemoryService_GetKnowledge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MemoryServiceServer is the server API for MemoryService service.
 // All implementations must embed UnimplementedMemoryServiceServer
 // for forward compatibility.
@@ -248,6 +301,15 @@ type MemoryServiceServer interface {
 	// provenance, the chain, validity and extraction state. Validated whole before anything is
 	// written; importing the same graph again changes nothing.
 	ImportGraph(grpc.ClientStreamingServer[ImportGraphRequest, ImportGraphResponse]) error
+	// PutKnowledgeSchema registers (or replaces) a tenant's knowledge schema (knowledge.proto).
+	PutKnowledgeSchema(context.Context, *PutKnowledgeSchemaRequest) (*PutKnowledgeSchemaResponse, error)
+	// ListKnowledgeSchemas pages through the tenant's knowledge schemas.
+	ListKnowledgeSchemas(context.Context, *ListKnowledgeSchemasRequest) (*ListKnowledgeSchemasResponse, error)
+	// DeleteKnowledgeSchema removes a schema and every user's document of it.
+	DeleteKnowledgeSchema(context.Context, *DeleteKnowledgeSchemaRequest) (*DeleteKnowledgeSchemaResponse, error)
+	// GetKnowledge returns a user's document of a schema, with per-field provenance and history.
+	// Needs an LLM (FAILED_PRECONDITION otherwise).
+	GetKnowledge(context.Context, *GetKnowledgeRequest) (*GetKnowledgeResponse, error)
 	mustEmbedUnimplementedMemoryServiceServer()
 }
 
@@ -287,6 +349,18 @@ func (UnimplementedMemoryServiceServer) ExportGraph(*ExportGraphRequest, grpc.Se
 }
 func (UnimplementedMemoryServiceServer) ImportGraph(grpc.ClientStreamingServer[ImportGraphRequest, ImportGraphResponse]) error {
 	return status.Error(codes.Unimplemented, "method ImportGraph not implemented")
+}
+func (UnimplementedMemoryServiceServer) PutKnowledgeSchema(context.Context, *PutKnowledgeSchemaRequest) (*PutKnowledgeSchemaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutKnowledgeSchema not implemented")
+}
+func (UnimplementedMemoryServiceServer) ListKnowledgeSchemas(context.Context, *ListKnowledgeSchemasRequest) (*ListKnowledgeSchemasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListKnowledgeSchemas not implemented")
+}
+func (UnimplementedMemoryServiceServer) DeleteKnowledgeSchema(context.Context, *DeleteKnowledgeSchemaRequest) (*DeleteKnowledgeSchemaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteKnowledgeSchema not implemented")
+}
+func (UnimplementedMemoryServiceServer) GetKnowledge(context.Context, *GetKnowledgeRequest) (*GetKnowledgeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetKnowledge not implemented")
 }
 func (UnimplementedMemoryServiceServer) mustEmbedUnimplementedMemoryServiceServer() {}
 func (UnimplementedMemoryServiceServer) testEmbeddedByValue()                       {}
@@ -464,6 +538,78 @@ func _MemoryService_ImportGraph_Handler(srv interface{}, stream grpc.ServerStrea
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MemoryService_ImportGraphServer = grpc.ClientStreamingServer[ImportGraphRequest, ImportGraphResponse]
 
+func _MemoryService_PutKnowledgeSchema_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutKnowledgeSchemaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).PutKnowledgeSchema(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_PutKnowledgeSchema_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).PutKnowledgeSchema(ctx, req.(*PutKnowledgeSchemaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_ListKnowledgeSchemas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListKnowledgeSchemasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).ListKnowledgeSchemas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_ListKnowledgeSchemas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).ListKnowledgeSchemas(ctx, req.(*ListKnowledgeSchemasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_DeleteKnowledgeSchema_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteKnowledgeSchemaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).DeleteKnowledgeSchema(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_DeleteKnowledgeSchema_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).DeleteKnowledgeSchema(ctx, req.(*DeleteKnowledgeSchemaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_GetKnowledge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetKnowledgeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).GetKnowledge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_GetKnowledge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).GetKnowledge(ctx, req.(*GetKnowledgeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MemoryService_ServiceDesc is the grpc.ServiceDesc for MemoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -498,6 +644,22 @@ var MemoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteUser",
 			Handler:    _MemoryService_DeleteUser_Handler,
+		},
+		{
+			MethodName: "PutKnowledgeSchema",
+			Handler:    _MemoryService_PutKnowledgeSchema_Handler,
+		},
+		{
+			MethodName: "ListKnowledgeSchemas",
+			Handler:    _MemoryService_ListKnowledgeSchemas_Handler,
+		},
+		{
+			MethodName: "DeleteKnowledgeSchema",
+			Handler:    _MemoryService_DeleteKnowledgeSchema_Handler,
+		},
+		{
+			MethodName: "GetKnowledge",
+			Handler:    _MemoryService_GetKnowledge_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from persona.v1 import graph_pb2 as persona_dot_v1_dot_graph__pb2
+from persona.v1 import knowledge_pb2 as persona_dot_v1_dot_knowledge__pb2
 from persona.v1 import memory_service_pb2 as persona_dot_v1_dot_memory__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -91,6 +92,26 @@ class MemoryServiceStub:
                 '/persona.v1.MemoryService/ImportGraph',
                 request_serializer=persona_dot_v1_dot_graph__pb2.ImportGraphRequest.SerializeToString,
                 response_deserializer=persona_dot_v1_dot_graph__pb2.ImportGraphResponse.FromString,
+                _registered_method=True)
+        self.PutKnowledgeSchema = channel.unary_unary(
+                '/persona.v1.MemoryService/PutKnowledgeSchema',
+                request_serializer=persona_dot_v1_dot_knowledge__pb2.PutKnowledgeSchemaRequest.SerializeToString,
+                response_deserializer=persona_dot_v1_dot_knowledge__pb2.PutKnowledgeSchemaResponse.FromString,
+                _registered_method=True)
+        self.ListKnowledgeSchemas = channel.unary_unary(
+                '/persona.v1.MemoryService/ListKnowledgeSchemas',
+                request_serializer=persona_dot_v1_dot_knowledge__pb2.ListKnowledgeSchemasRequest.SerializeToString,
+                response_deserializer=persona_dot_v1_dot_knowledge__pb2.ListKnowledgeSchemasResponse.FromString,
+                _registered_method=True)
+        self.DeleteKnowledgeSchema = channel.unary_unary(
+                '/persona.v1.MemoryService/DeleteKnowledgeSchema',
+                request_serializer=persona_dot_v1_dot_knowledge__pb2.DeleteKnowledgeSchemaRequest.SerializeToString,
+                response_deserializer=persona_dot_v1_dot_knowledge__pb2.DeleteKnowledgeSchemaResponse.FromString,
+                _registered_method=True)
+        self.GetKnowledge = channel.unary_unary(
+                '/persona.v1.MemoryService/GetKnowledge',
+                request_serializer=persona_dot_v1_dot_knowledge__pb2.GetKnowledgeRequest.SerializeToString,
+                response_deserializer=persona_dot_v1_dot_knowledge__pb2.GetKnowledgeResponse.FromString,
                 _registered_method=True)
 
 
@@ -185,6 +206,35 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutKnowledgeSchema(self, request, context):
+        """PutKnowledgeSchema registers (or replaces) a tenant's knowledge schema (knowledge.proto).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKnowledgeSchemas(self, request, context):
+        """ListKnowledgeSchemas pages through the tenant's knowledge schemas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteKnowledgeSchema(self, request, context):
+        """DeleteKnowledgeSchema removes a schema and every user's document of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKnowledge(self, request, context):
+        """GetKnowledge returns a user's document of a schema, with per-field provenance and history.
+        Needs an LLM (FAILED_PRECONDITION otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +287,26 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.ImportGraph,
                     request_deserializer=persona_dot_v1_dot_graph__pb2.ImportGraphRequest.FromString,
                     response_serializer=persona_dot_v1_dot_graph__pb2.ImportGraphResponse.SerializeToString,
+            ),
+            'PutKnowledgeSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutKnowledgeSchema,
+                    request_deserializer=persona_dot_v1_dot_knowledge__pb2.PutKnowledgeSchemaRequest.FromString,
+                    response_serializer=persona_dot_v1_dot_knowledge__pb2.PutKnowledgeSchemaResponse.SerializeToString,
+            ),
+            'ListKnowledgeSchemas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKnowledgeSchemas,
+                    request_deserializer=persona_dot_v1_dot_knowledge__pb2.ListKnowledgeSchemasRequest.FromString,
+                    response_serializer=persona_dot_v1_dot_knowledge__pb2.ListKnowledgeSchemasResponse.SerializeToString,
+            ),
+            'DeleteKnowledgeSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteKnowledgeSchema,
+                    request_deserializer=persona_dot_v1_dot_knowledge__pb2.DeleteKnowledgeSchemaRequest.FromString,
+                    response_serializer=persona_dot_v1_dot_knowledge__pb2.DeleteKnowledgeSchemaResponse.SerializeToString,
+            ),
+            'GetKnowledge': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKnowledge,
+                    request_deserializer=persona_dot_v1_dot_knowledge__pb2.GetKnowledgeRequest.FromString,
+                    response_serializer=persona_dot_v1_dot_knowledge__pb2.GetKnowledgeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +586,114 @@ class MemoryService:
             '/persona.v1.MemoryService/ImportGraph',
             persona_dot_v1_dot_graph__pb2.ImportGraphRequest.SerializeToString,
             persona_dot_v1_dot_graph__pb2.ImportGraphResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutKnowledgeSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/persona.v1.MemoryService/PutKnowledgeSchema',
+            persona_dot_v1_dot_knowledge__pb2.PutKnowledgeSchemaRequest.SerializeToString,
+            persona_dot_v1_dot_knowledge__pb2.PutKnowledgeSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKnowledgeSchemas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/persona.v1.MemoryService/ListKnowledgeSchemas',
+            persona_dot_v1_dot_knowledge__pb2.ListKnowledgeSchemasRequest.SerializeToString,
+            persona_dot_v1_dot_knowledge__pb2.ListKnowledgeSchemasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteKnowledgeSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/persona.v1.MemoryService/DeleteKnowledgeSchema',
+            persona_dot_v1_dot_knowledge__pb2.DeleteKnowledgeSchemaRequest.SerializeToString,
+            persona_dot_v1_dot_knowledge__pb2.DeleteKnowledgeSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKnowledge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/persona.v1.MemoryService/GetKnowledge',
+            persona_dot_v1_dot_knowledge__pb2.GetKnowledgeRequest.SerializeToString,
+            persona_dot_v1_dot_knowledge__pb2.GetKnowledgeResponse.FromString,
             options,
             channel_credentials,
             insecure,

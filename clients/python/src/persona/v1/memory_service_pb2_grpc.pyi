@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from persona.v1 import graph_pb2 as _graph_pb2
+from persona.v1 import knowledge_pb2 as _knowledge_pb2
 from persona.v1 import memory_service_pb2 as _memory_service_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -78,6 +79,16 @@ class MemoryServiceStub:
     provenance, the chain, validity and extraction state. Validated whole before anything is
     written; importing the same graph again changes nothing.
     """
+    PutKnowledgeSchema: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.PutKnowledgeSchemaRequest, _knowledge_pb2.PutKnowledgeSchemaResponse]
+    """PutKnowledgeSchema registers (or replaces) a tenant's knowledge schema (knowledge.proto)."""
+    ListKnowledgeSchemas: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.ListKnowledgeSchemasRequest, _knowledge_pb2.ListKnowledgeSchemasResponse]
+    """ListKnowledgeSchemas pages through the tenant's knowledge schemas."""
+    DeleteKnowledgeSchema: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.DeleteKnowledgeSchemaRequest, _knowledge_pb2.DeleteKnowledgeSchemaResponse]
+    """DeleteKnowledgeSchema removes a schema and every user's document of it."""
+    GetKnowledge: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.GetKnowledgeRequest, _knowledge_pb2.GetKnowledgeResponse]
+    """GetKnowledge returns a user's document of a schema, with per-field provenance and history.
+    Needs an LLM (FAILED_PRECONDITION otherwise).
+    """
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -127,6 +138,16 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """ImportGraph writes an exported graph into a user (client streaming), keeping ids, times,
     provenance, the chain, validity and extraction state. Validated whole before anything is
     written; importing the same graph again changes nothing.
+    """
+    PutKnowledgeSchema: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.PutKnowledgeSchemaRequest, _knowledge_pb2.PutKnowledgeSchemaResponse]  # type: ignore[assignment]
+    """PutKnowledgeSchema registers (or replaces) a tenant's knowledge schema (knowledge.proto)."""
+    ListKnowledgeSchemas: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.ListKnowledgeSchemasRequest, _knowledge_pb2.ListKnowledgeSchemasResponse]  # type: ignore[assignment]
+    """ListKnowledgeSchemas pages through the tenant's knowledge schemas."""
+    DeleteKnowledgeSchema: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.DeleteKnowledgeSchemaRequest, _knowledge_pb2.DeleteKnowledgeSchemaResponse]  # type: ignore[assignment]
+    """DeleteKnowledgeSchema removes a schema and every user's document of it."""
+    GetKnowledge: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.GetKnowledgeRequest, _knowledge_pb2.GetKnowledgeResponse]  # type: ignore[assignment]
+    """GetKnowledge returns a user's document of a schema, with per-field provenance and history.
+    Needs an LLM (FAILED_PRECONDITION otherwise).
     """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -234,6 +255,40 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """ImportGraph writes an exported graph into a user (client streaming), keeping ids, times,
         provenance, the chain, validity and extraction state. Validated whole before anything is
         written; importing the same graph again changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def PutKnowledgeSchema(
+        self,
+        request: _knowledge_pb2.PutKnowledgeSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.PutKnowledgeSchemaResponse, _abc.Awaitable[_knowledge_pb2.PutKnowledgeSchemaResponse]]:
+        """PutKnowledgeSchema registers (or replaces) a tenant's knowledge schema (knowledge.proto)."""
+
+    @_abc_1.abstractmethod
+    def ListKnowledgeSchemas(
+        self,
+        request: _knowledge_pb2.ListKnowledgeSchemasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.ListKnowledgeSchemasResponse, _abc.Awaitable[_knowledge_pb2.ListKnowledgeSchemasResponse]]:
+        """ListKnowledgeSchemas pages through the tenant's knowledge schemas."""
+
+    @_abc_1.abstractmethod
+    def DeleteKnowledgeSchema(
+        self,
+        request: _knowledge_pb2.DeleteKnowledgeSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.DeleteKnowledgeSchemaResponse, _abc.Awaitable[_knowledge_pb2.DeleteKnowledgeSchemaResponse]]:
+        """DeleteKnowledgeSchema removes a schema and every user's document of it."""
+
+    @_abc_1.abstractmethod
+    def GetKnowledge(
+        self,
+        request: _knowledge_pb2.GetKnowledgeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.GetKnowledgeResponse, _abc.Awaitable[_knowledge_pb2.GetKnowledgeResponse]]:
+        """GetKnowledge returns a user's document of a schema, with per-field provenance and history.
+        Needs an LLM (FAILED_PRECONDITION otherwise).
         """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -41,6 +41,10 @@ CONSTRAINTS: tuple[LiteralString, ...] = (
     "FOR (e:Episode) REQUIRE (e.tenant, e.user_id, e.source_id) IS UNIQUE",
     "CREATE CONSTRAINT persona_change_key IF NOT EXISTS "
     "FOR (c:PersonaChange) REQUIRE (c.tenant, c.user_id, c.seq) IS UNIQUE",
+    "CREATE CONSTRAINT persona_knowledge_schema_key IF NOT EXISTS "
+    "FOR (s:PersonaKnowledgeSchema) REQUIRE (s.tenant, s.name) IS UNIQUE",
+    "CREATE CONSTRAINT persona_knowledge_document_key IF NOT EXISTS "
+    "FOR (d:PersonaKnowledgeDocument) REQUIRE (d.tenant, d.user_id, d.name) IS UNIQUE",
 )
 
 INDEXES: tuple[LiteralString, ...] = (

@@ -32,6 +32,7 @@ from persona_server.adapters.stores.neo4j.driver import (
 )
 from persona_server.adapters.stores.neo4j.episodes import Neo4jEpisodeOps
 from persona_server.adapters.stores.neo4j.export import Neo4jExportOps
+from persona_server.adapters.stores.neo4j.knowledge import Neo4jKnowledgeOps
 from persona_server.adapters.stores.neo4j.memories import Neo4jMemoryOps
 from persona_server.adapters.stores.neo4j.schema import ensure_schema
 from persona_server.adapters.stores.neo4j.search import Neo4jSearchOps
@@ -49,6 +50,7 @@ from persona_server.ports.graph_store import (
     StoreUnavailableError,
     UserOps,
 )
+from persona_server.ports.knowledge_store import KnowledgeOps
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ class Neo4jGraphStore:
         self.users: UserOps = Neo4jUserOps(self._conn)
         self.changes: ChangeOps = Neo4jChangeOps(self._conn)
         self.export: ExportOps = Neo4jExportOps(self._conn)
+        self.knowledge: KnowledgeOps = Neo4jKnowledgeOps(self._conn)
         self._model = ""
         self._dimension = 0
         # The schema is known to be in place; cleared by an outage, restored by `ping`.

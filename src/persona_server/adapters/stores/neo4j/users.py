@@ -101,6 +101,10 @@ _DELETE_CHANGES = """
 MATCH (c:PersonaChange) WHERE c.tenant = $tenant AND c.user_id = $user_id
 DELETE c
 """
+_DELETE_KNOWLEDGE = """
+MATCH (d:PersonaKnowledgeDocument) WHERE d.tenant = $tenant AND d.user_id = $user_id
+DELETE d
+"""
 _DELETE_USER = """
 MATCH (u:PersonaUser {tenant: $tenant, user_id: $user_id})
 DETACH DELETE u
@@ -180,6 +184,7 @@ class Neo4jUserOps:
             count = int((await rows(tx, _COUNT_MEMORIES, params))[0]["n"])
             await run(tx, _DELETE_MEMORIES, params)
             await run(tx, _DELETE_CHANGES, params)
+            await run(tx, _DELETE_KNOWLEDGE, params)
             await run(tx, _DELETE_USER, params)
             return count
 

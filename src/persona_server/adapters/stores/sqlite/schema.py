@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from persona_server.adapters.stores.sqlite.knowledge import KNOWLEDGE_SCHEMA
+
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -184,6 +186,7 @@ def create_schema(conn: sqlite3.Connection) -> bool:
     without it they linger in old segments until a merge, so user deletion runs an 'optimize'.
     """
     conn.executescript(SCHEMA)
+    conn.executescript(KNOWLEDGE_SCHEMA)
     try:
         conn.execute("INSERT INTO memories_fts (memories_fts, rank) VALUES ('secure-delete', 1)")
     except sqlite3.OperationalError:

@@ -11,6 +11,7 @@ from persona_server.adapters.stores.sqlite.connection import Database, write_tra
 from persona_server.adapters.stores.sqlite.context import StoreContext
 from persona_server.adapters.stores.sqlite.episodes import SqliteEpisodeOps
 from persona_server.adapters.stores.sqlite.export import SqliteExportOps
+from persona_server.adapters.stores.sqlite.knowledge import SqliteKnowledgeOps
 from persona_server.adapters.stores.sqlite.memories import SqliteMemoryOps
 from persona_server.adapters.stores.sqlite.schema import SCHEMA_VERSION, check_sqlite, create_schema
 from persona_server.adapters.stores.sqlite.search import SqliteSearchOps
@@ -28,6 +29,7 @@ from persona_server.ports.graph_store import (
     StoreUnavailableError,
     UserOps,
 )
+from persona_server.ports.knowledge_store import KnowledgeOps
 
 DEFAULT_VECTOR_CACHE_BYTES = 1 << 30
 
@@ -64,6 +66,7 @@ class SqliteGraphStore:
         self.users: UserOps = SqliteUserOps(self._ctx)
         self.changes: ChangeOps = SqliteChangeOps(self._db)
         self.export: ExportOps = SqliteExportOps(self._db)
+        self.knowledge: KnowledgeOps = SqliteKnowledgeOps(self._ctx)
 
     @property
     def vector_cache(self) -> VectorCache:

@@ -151,6 +151,7 @@ class SqliteUserOps:
                     conn.execute(sql, (key,))
                 conn.execute("DELETE FROM changes WHERE user_key = ?", (key,))
                 conn.execute("DELETE FROM extraction_leases WHERE user_key = ?", (key,))
+                conn.execute("DELETE FROM knowledge_documents WHERE user_key = ?", (key,))
                 conn.execute("DELETE FROM users WHERE key = ?", (key,))
                 if not self._ctx.fts_secure_delete:
                     # Without FTS5 secure-delete a delete only adds a tombstone; the user's terms
