@@ -28,6 +28,7 @@ from persona_server.services.graph_export import GraphExportService
 from persona_server.services.graph_import import GraphImportService
 from persona_server.services.ingest import ExtractionScheduler, IngestService
 from persona_server.services.knowledge import KnowledgeService
+from persona_server.services.knowledge_updater import KnowledgeWorker
 from persona_server.services.memories import MemoryService
 from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.profile import ProfileService
@@ -85,6 +86,7 @@ class App:
     owns_embedder: bool
     extraction: Extraction | None = None
     pruner: ChangeLogPruner | None = None
+    knowledge: KnowledgeWorker | None = None
 
     @property
     def port(self) -> int:
@@ -96,6 +98,8 @@ class App:
         await self.services.feed.hub.close()
         if self.pruner is not None:
             await self.pruner.stop()
+        if self.knowledge is not None:
+            await self.knowledge.stop()  # an update cut short keeps its cursor: redone later
         if self.extraction is not None:
             # First, and without waiting on the LLM: in-flight extractions are cancelled and
             # stay pending in the store; Ingest calls waiting on them return their state.
@@ -235,7 +239,31 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     _observe_backlog(extraction.worker)
     pruner = ChangeLogPruner(store, settings.change_log_max_age_s)
     pruner.start()
-    return App(settings, store, emb, services, server, owns_embedder, extraction, pruner)
+    knowledge = build_knowledge_worker(settings, store, extraction.llm)
+    if knowledge is not None:
+        knowledge.start()
+    return App(settings, store, emb, services, server, owns_embedder, extraction, pruner, knowledge)
+
+
+def build_knowledge_worker(
+    settings: Settings, store: GraphStore, llm: LlmClient | None
+) -> KnowledgeWorker | None:
+    """The worker that keeps knowledge documents up to date; None offline (no LLM)."""
+    if llm is None:
+        return None
+    from persona_server.ports.llm import BudgetLimits
+    from persona_server.services.knowledge_updater import KnowledgeUpdater
+
+    limits = BudgetLimits(
+        max_calls=settings.llm_max_calls_per_request,
+        max_tokens=settings.llm_max_tokens_per_request,
+    )
+    retry = RetryPolicy(
+        base_s=settings.extraction_retry_base_s, max_s=settings.extraction_retry_max_s
+    )
+    return KnowledgeWorker(
+        store, KnowledgeUpdater(store, llm, limits), poll_s=settings.knowledge_poll_s, retry=retry
+    )
 
 
 def _observe_backlog(worker: ExtractionWorker) -> None:

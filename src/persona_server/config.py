@@ -160,6 +160,11 @@ class Settings(BaseSettings):
         12, ge=0, description="attempts before an extraction stays failed; 0 = never give up"
     )
 
+    # --- knowledge documents (knowledge schemas) ---
+    knowledge_poll_s: float = Field(
+        2.0, gt=0, description="how often the knowledge worker looks for items to take in"
+    )
+
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
