@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import strategies as st
 
+from persona.v1 import knowledge_pb2 as kpb
 from persona.v1 import memory_service_pb2 as svc
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
@@ -361,3 +362,48 @@ def import_streams() -> st.SearchStrategy[list[Any]]:
         edges=st.lists(edges, max_size=3),
     )
     return st.lists(message, max_size=3)
+
+
+# --- knowledge schemas ---
+
+KNOWLEDGE_NAMES = ["profile", "a", "a" * 64, "a" * 65, "Profile", "9lives", "my-schema", "ok_2"]
+
+
+def knowledge_names() -> st.SearchStrategy[str]:
+    return st.one_of(st.sampled_from(KNOWLEDGE_NAMES), hostile_text(100))
+
+
+def knowledge_schemas() -> st.SearchStrategy[str]:
+    # Object schemas (the valid ones) beside everything AskStructured's schemas meet.
+    objects = st.sampled_from(
+        [
+            {"type": "object", "properties": {"city": {"type": "string"}}},
+            {"type": "object", "properties": {}},
+            {"type": "object"},
+            {"type": "object", "properties": {"a": {"$ref": "#/$defs/x"}}, "$defs": {"x": {}}},
+            {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}},
+        ]
+    ).map(json.dumps)
+    return st.one_of(objects, json_schemas())
+
+
+def put_knowledge_schema_requests() -> st.SearchStrategy[kpb.PutKnowledgeSchemaRequest]:
+    return st.builds(
+        kpb.PutKnowledgeSchemaRequest, name=knowledge_names(), json_schema=knowledge_schemas()
+    )
+
+
+def list_knowledge_schemas_requests() -> st.SearchStrategy[kpb.ListKnowledgeSchemasRequest]:
+    return st.builds(
+        kpb.ListKnowledgeSchemasRequest,
+        page_size=st.one_of(st.integers(0, 100), INT32),
+        page_token=st.one_of(tokens(), knowledge_names()),
+    )
+
+
+def delete_knowledge_schema_requests() -> st.SearchStrategy[kpb.DeleteKnowledgeSchemaRequest]:
+    return st.builds(kpb.DeleteKnowledgeSchemaRequest, name=knowledge_names())
+
+
+def get_knowledge_requests() -> st.SearchStrategy[kpb.GetKnowledgeRequest]:
+    return st.builds(kpb.GetKnowledgeRequest, user_id=user_ids(), name=knowledge_names())

@@ -24,6 +24,7 @@ from grpc_status import rpc_status
 from hypothesis import given
 from hypothesis import strategies as st
 
+from persona.v1 import knowledge_pb2 as kpb
 from persona.v1 import memory_service_pb2 as svc
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from tests.hostile import strategies as hs
@@ -74,6 +75,20 @@ RPCS = [
         frozenset(ALWAYS | {C.ALREADY_EXISTS}),
         writes=True,
         client_stream=True,
+    ),
+    Rpc("PutKnowledgeSchema", hs.put_knowledge_schema_requests(), frozenset(ALWAYS), True),
+    Rpc("ListKnowledgeSchemas", hs.list_knowledge_schemas_requests(), frozenset(ALWAYS)),
+    Rpc(
+        "DeleteKnowledgeSchema",
+        hs.delete_knowledge_schema_requests(),
+        frozenset(ALWAYS | {C.NOT_FOUND}),
+        writes=True,
+    ),
+    # Offline there is no LLM: a registered schema's document is FAILED_PRECONDITION.
+    Rpc(
+        "GetKnowledge",
+        hs.get_knowledge_requests(),
+        frozenset(ALWAYS | {C.NOT_FOUND, C.FAILED_PRECONDITION}),
     ),
 ]
 
@@ -276,6 +291,16 @@ def test_nasty_schemas_are_refused_naming_the_field(target: Target, schema: str)
     code, err = target.call(ask, request)
     assert code is C.INVALID_ARGUMENT, (code, err and err.details())
     assert field_violations(err) == ["json_schema"]
+
+
+@pytest.mark.parametrize("schema", hs.NASTY_SCHEMAS, ids=lambda s: s[:20])
+def test_nasty_knowledge_schemas_are_refused_naming_the_field(target: Target, schema: str) -> None:
+    put = next(r for r in RPCS if r.name == "PutKnowledgeSchema")
+    before = target.fingerprint()
+    code, err = target.call(put, kpb.PutKnowledgeSchemaRequest(name="nasty", json_schema=schema))
+    assert code is C.INVALID_ARGUMENT, (code, err and err.details())
+    assert field_violations(err) == ["json_schema"]
+    assert target.fingerprint() == before
 
 
 def _recall(user: str) -> svc.RecallRequest:

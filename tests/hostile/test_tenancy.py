@@ -9,6 +9,7 @@ page tokens and resume tokens, which must never open the other tenant's data.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from persona.v1 import graph_pb2
+from persona.v1 import knowledge_pb2 as kpb
 from persona.v1 import memory_pb2 as mpb
 from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
@@ -37,6 +39,7 @@ TEXTS = (
     "I want to learn the {m} recipe before my birthday",
     "I prefer tea to coffee, {m} says the same",
 )
+SCHEMA_NAMES = ("profile", "work")  # both tenants register the same names
 TIMEOUT_S = 30.0
 OK_CODES = {grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT}
 _servers: dict[str, ThreadedApp] = {}
@@ -84,6 +87,7 @@ class TwoTenants(RuleBasedStateMachine):
         self.stub = svc_grpc.MemoryServiceStub(self.channel)
         self.seen = Seen()
         self.counter = 0
+        self.schemas: dict[str, set[str]] = {t: set() for t in TENANTS}
 
     def teardown(self) -> None:
         self.channel.close()
@@ -116,6 +120,10 @@ class TwoTenants(RuleBasedStateMachine):
         for tenant in TENANTS:
             for user in USERS:
                 self._call(tenant, "DeleteUser", svc.DeleteUserRequest(user_id=user))
+            for name in SCHEMA_NAMES:
+                self._call(
+                    tenant, "DeleteKnowledgeSchema", kpb.DeleteKnowledgeSchemaRequest(name=name)
+                )
 
     @rule(tenant=st.sampled_from(sorted(TENANTS)), user=st.sampled_from(USERS), data=st.data())
     def ingest(self, tenant: str, user: str, data: st.DataObject) -> None:
@@ -265,6 +273,56 @@ class TwoTenants(RuleBasedStateMachine):
             # Offline: FAILED_PRECONDITION, which must not leak either.
             assert err.code() is grpc.StatusCode.FAILED_PRECONDITION, err.details()
             assert not _leaks(tenant, err.details())
+
+    @rule(tenant=st.sampled_from(sorted(TENANTS)), name=st.sampled_from(SCHEMA_NAMES))
+    def put_knowledge_schema(self, tenant: str, name: str) -> None:
+        # The tenant's marker in the schema makes it recognisable in the other tenant's answers.
+        schema = json.dumps(
+            {"type": "object", "description": MARKERS[tenant], "properties": {"city": {}}}
+        )
+        request = kpb.PutKnowledgeSchemaRequest(name=name, json_schema=schema)
+        response = self._call(tenant, "PutKnowledgeSchema", request)
+        assert response is not None
+        assert response.created == (name not in self.schemas[tenant])
+        self.schemas[tenant].add(name)
+
+    @rule(tenant=st.sampled_from(sorted(TENANTS)), name=st.sampled_from(SCHEMA_NAMES))
+    def delete_knowledge_schema(self, tenant: str, name: str) -> None:
+        request = kpb.DeleteKnowledgeSchemaRequest(name=name)
+        response = self._call(tenant, "DeleteKnowledgeSchema", request)
+        assert (response is not None) == (name in self.schemas[tenant])
+        self.schemas[tenant].discard(name)
+
+    @rule(
+        tenant=st.sampled_from(sorted(TENANTS)),
+        user=st.sampled_from(USERS),
+        name=st.sampled_from(SCHEMA_NAMES),
+    )
+    def get_knowledge(self, tenant: str, user: str, name: str) -> None:
+        try:
+            self.stub.GetKnowledge(
+                kpb.GetKnowledgeRequest(user_id=user, name=name),
+                metadata=(("x-api-key", TENANTS[tenant]),),
+                timeout=TIMEOUT_S,
+            )
+            raise AssertionError("GetKnowledge answered offline")
+        except grpc.RpcError as err:
+            # Offline: FAILED_PRECONDITION for the tenant's own schema; another tenant's
+            # schema of the same name does not exist for it.
+            expected = (
+                grpc.StatusCode.FAILED_PRECONDITION
+                if name in self.schemas[tenant]
+                else grpc.StatusCode.NOT_FOUND
+            )
+            assert err.code() is expected, (err.code(), err.details())
+            assert not _leaks(tenant, err.details())
+
+    @invariant()
+    def each_tenant_lists_only_its_own_schemas(self) -> None:
+        for tenant in TENANTS:
+            page = self._call(tenant, "ListKnowledgeSchemas", kpb.ListKnowledgeSchemasRequest())
+            assert page is not None
+            assert {s.name for s in page.knowledge_schemas} == self.schemas[tenant]
 
     @invariant()
     def each_tenant_lists_only_its_own(self) -> None:
