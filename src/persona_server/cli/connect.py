@@ -18,8 +18,9 @@ DEFAULT_TIMEOUT_S = 10.0
 MEMORY_TYPES = ("episode", "psyche", "goal", "entity", "fact")
 
 
-def client_options() -> argparse.ArgumentParser:
-    """A parent parser: its options go after the subcommand (`persona recall --user u1 ...`)."""
+def client_options(*, user: bool = True) -> argparse.ArgumentParser:
+    """A parent parser: its options go after the subcommand (`persona recall --user u1 ...`).
+    `user=False` leaves --user out (commands about the tenant, not a user)."""
     parent = argparse.ArgumentParser(add_help=False)
     conn = parent.add_argument_group("connection")
     conn.add_argument(
@@ -47,7 +48,8 @@ def client_options() -> argparse.ArgumentParser:
         metavar="PEM",
         help="use TLS trusting this CA bundle (implies --tls)",
     )
-    parent.add_argument("--user", required=True, metavar="ID", help="the user id")
+    if user:
+        parent.add_argument("--user", required=True, metavar="ID", help="the user id")
     parent.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parent
 

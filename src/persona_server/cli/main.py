@@ -15,6 +15,7 @@ from persona import __version__ as sdk_version
 from persona_server.cli import (
     commands_graph,
     commands_ingest,
+    commands_knowledge,
     commands_manage,
     commands_query,
     commands_serve,
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_query.register(commands, client_parent)
     commands_manage.register(commands, client_parent)
     commands_graph.register(commands, client_parent)
+    commands_knowledge.register(commands)
     return parser
 
 
