@@ -262,7 +262,11 @@ def build_knowledge_worker(
         base_s=settings.extraction_retry_base_s, max_s=settings.extraction_retry_max_s
     )
     return KnowledgeWorker(
-        store, KnowledgeUpdater(store, llm, limits), poll_s=settings.knowledge_poll_s, retry=retry
+        store,
+        KnowledgeUpdater(store, llm, limits),
+        poll_s=settings.knowledge_poll_s,
+        concurrency=settings.extraction_concurrency,
+        retry=retry,
     )
 
 

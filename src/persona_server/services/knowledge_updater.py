@@ -297,8 +297,8 @@ class KnowledgeUpdater:
 
 
 class KnowledgeWorker:
-    """Polls for users whose documents are behind and catches them up, one user at a time
-    per task. A user whose update failed (the model or the store down) waits with exponential
+    """Polls for users whose documents are behind and catches them up, several users at
+    once. A user whose update failed (the model or the store down) waits with exponential
     backoff before its next try; the cursors in the store make that durable."""
 
     def __init__(
@@ -307,12 +307,14 @@ class KnowledgeWorker:
         updater: KnowledgeUpdater,
         *,
         poll_s: float = 2.0,
+        concurrency: int = 4,
         retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self.updater = updater
         self._poll_s = poll_s
+        self._concurrency = concurrency
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._failures: dict[UserRef, tuple[int, datetime]] = {}
@@ -347,30 +349,40 @@ class KnowledgeWorker:
                     await self._wake.wait()
 
     async def round(self) -> int:
-        """One pass over the users that are behind; returns how many were caught up."""
+        """One pass over the users that are behind, up to `concurrency` at once (each user's
+        items in order); returns how many were caught up."""
         now = self._clock()
-        done = 0
-        for user in await self._store.knowledge.behind(_USERS_PER_ROUND):
-            failed = self._failures.get(user)
-            if failed is not None and failed[1] > now:
-                continue
-            try:
-                await self.updater.catch_up(user)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempts = (failed[0] if failed else 0) + 1
-                delay = timedelta(seconds=self._retry.delay_s(attempts))
-                self._failures[user] = (attempts, self._clock() + delay)
-                log.warning(
-                    "knowledge update failed; retrying later",
-                    extra={
-                        "user": user.user_id,
-                        "attempts": attempts,
-                        "error": f"{type(exc).__name__}: {exc}"[:300],
-                    },
-                )
-                continue
-            self._failures.pop(user, None)
-            done += 1
-        return done
+        users = [
+            u
+            for u in await self._store.knowledge.behind(_USERS_PER_ROUND)
+            if (failed := self._failures.get(u)) is None or failed[1] <= now
+        ]
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def one(user: UserRef) -> bool:
+            async with gate:
+                return await self._catch_up(user)
+
+        return sum(await asyncio.gather(*(one(u) for u in users)))
+
+    async def _catch_up(self, user: UserRef) -> bool:
+        failed = self._failures.get(user)
+        try:
+            await self.updater.catch_up(user)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            attempts = (failed[0] if failed else 0) + 1
+            delay = timedelta(seconds=self._retry.delay_s(attempts))
+            self._failures[user] = (attempts, self._clock() + delay)
+            log.warning(
+                "knowledge update failed; retrying later",
+                extra={
+                    "user": user.user_id,
+                    "attempts": attempts,
+                    "error": f"{type(exc).__name__}: {exc}"[:300],
+                },
+            )
+            return False
+        self._failures.pop(user, None)
+        return True
