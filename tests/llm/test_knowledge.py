@@ -206,3 +206,30 @@ def _user(user_id: str) -> Any:
     from persona_server.domain.models import UserRef
 
     return UserRef(tenant="tenant-a", user_id=user_id)
+
+
+async def test_a_replaced_schema_keeps_documents_and_drops_its_old_fields_at_the_next_update(
+    client: AsyncPersonaClient, llm: ScriptedLLM
+) -> None:
+    llm.responder = knowledge_responder()
+    await client.put_knowledge_schema("profile", PROFILE)
+    await ingest(client, "u1", "I live in Lyon", "My cat Tom sleeps all day")
+    await caught_up(client, "u1", "profile")
+    narrower = {"type": "object", "properties": {"city": {"type": "string"}}}
+    assert not (await client.put_knowledge_schema("profile", narrower)).created
+    kept = await client.get_knowledge("u1", "profile")
+    assert json.loads(kept.document_json) == {"city": "Lyon", "pets": ["Tom"]}
+    await ingest(client, "u1", "I moved to Paris for a job at Acme")
+    got = await caught_up(client, "u1", "profile")
+    assert json.loads(got.document_json) == {"city": "Paris"}
+    assert knowledge_calls(llm)[-1].data()["documents"][0]["schema"] == narrower
+
+
+async def test_a_new_schema_is_built_from_the_users_history(
+    client: AsyncPersonaClient, llm: ScriptedLLM
+) -> None:
+    llm.responder = knowledge_responder()
+    await ingest(client, "u1", "I live in Lyon", "I moved to Paris for a job at Acme")
+    await client.put_knowledge_schema("work", WORK)
+    got = await caught_up(client, "u1", "work")
+    assert json.loads(got.document_json) == {"employer": "Acme"}
