@@ -208,8 +208,9 @@ async def test_every_node_is_owned_and_no_edge_crosses_users(
     unowned = q(
         cypher,
         target,
-        "MATCH (n) WHERE (n.tenant IS NULL OR n.user_id IS NULL) AND NOT n:PersonaMeta "
-        "RETURN labels(n) AS labels LIMIT 5",
+        # Knowledge schemas belong to a tenant, not to a user: they carry the tenant only.
+        "MATCH (n) WHERE (n.tenant IS NULL OR (n.user_id IS NULL AND NOT n:PersonaKnowledgeSchema))"
+        " AND NOT n:PersonaMeta RETURN labels(n) AS labels LIMIT 5",
     )
     assert unowned == []
     crossing = q(

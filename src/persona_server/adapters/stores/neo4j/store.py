@@ -5,8 +5,10 @@ Graph: one node per memory, labelled `:Memory` plus its type (`:Episode`, `:Psyc
 `MENTIONS` from an episode to the entities it names; `DERIVED_FROM` from a derived memory to its
 episodes (provenance); `SUBJECT` / `OBJECT` from a fact to its entities. `:PersonaUser` holds a
 user's counters and write lock, `:PersonaChange` the change log, `:PersonaMeta` the embedding
-model the data was built with. Every node but the meta node carries `tenant` and `user_id`,
-every lookup matches both, and relationships only ever join nodes of one user.
+model the data was built with, `:PersonaKnowledgeSchema` / `:PersonaKnowledgeDocument` a
+tenant's knowledge schemas and its users' documents (knowledge.py). Every node but the meta
+node carries `tenant`, and every one but the meta node and the (tenant-wide) knowledge schemas
+`user_id`; every lookup matches both, and relationships only ever join nodes of one user.
 
 Cypher is parameterised only: every statement is a constant string in this package, labels and
 relationship types are written in those constants, and values (user text included) travel as
