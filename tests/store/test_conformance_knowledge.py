@@ -98,6 +98,8 @@ async def test_episodes_after_and_behind(store: GraphStore, user: UserRef) -> No
     await put(store, user, [episode(f"s-{i}", f"item {i}") for i in range(3)])
     after = await store.knowledge.episodes_after(user, 1, 10)
     assert [seq for seq, _ in after] == [2, 3]
+    assert await store.knowledge.count_episodes_after(user, 1) == 2
+    assert await store.knowledge.count_episodes_after(UserRef(tenant="none", user_id="x"), 0) == 0
     assert await store.knowledge.latest_episode_seq(user) == 3
     assert user not in await store.knowledge.behind(10_000)  # no schema yet
     await store.knowledge.put_schema(schema(user), 10)

@@ -48,6 +48,10 @@ class KnowledgeOps(Protocol):
         """(seq, id) of the user's episodes with seq > `seq`, in ingest order."""
         ...
 
+    async def count_episodes_after(self, user: UserRef, seq: int) -> int:
+        """How many of the user's episodes have seq > `seq` (an indexed count)."""
+        ...
+
     async def latest_episode_seq(self, user: UserRef) -> int:
         """The user's highest episode seq (0 without episodes)."""
         ...

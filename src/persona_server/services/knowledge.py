@@ -37,7 +37,6 @@ LLM_NOT_CONFIGURED = (
     "OpenAI-compatible server such as Ollama or vLLM), then restart the server. Registered "
     "schemas are kept; their documents are built from each user's history once it runs"
 )
-_PENDING_COUNT_LIMIT = 100_000
 
 
 def document_fields(schema: dict[str, Any]) -> list[str]:
@@ -119,7 +118,5 @@ class KnowledgeService:
             raise FailedPreconditionError(LLM_NOT_CONFIGURED, reason="LLM_NOT_CONFIGURED")
         documents = await self._store.knowledge.documents(user)
         document = documents.get(name) or KnowledgeDocument(name, {})
-        pending = await self._store.knowledge.episodes_after(
-            user, document.cursor, _PENDING_COUNT_LIMIT
-        )
-        return KnowledgeView(document, len(pending))
+        pending = await self._store.knowledge.count_episodes_after(user, document.cursor)
+        return KnowledgeView(document, pending)

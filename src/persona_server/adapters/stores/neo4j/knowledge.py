@@ -73,6 +73,10 @@ _EPISODES_AFTER = """
 MATCH (e:Episode) WHERE e.tenant = $tenant AND e.user_id = $user_id AND e.seq > $seq
 RETURN e.seq AS seq, e.id AS id ORDER BY e.seq LIMIT $limit
 """
+_COUNT_AFTER = """
+MATCH (e:Episode) WHERE e.tenant = $tenant AND e.user_id = $user_id AND e.seq > $seq
+RETURN count(e) AS n
+"""
 _BEHIND = """
 MATCH (s:PersonaKnowledgeSchema)
 MATCH (u:PersonaUser {tenant: s.tenant}) WHERE u.episode_seq > 0
@@ -181,6 +185,10 @@ class Neo4jKnowledgeOps:
             _EPISODES_AFTER, {**user_params(user), "seq": seq, "limit": limit}
         )
         return [(int(r["seq"]), str(r["id"])) for r in found]
+
+    async def count_episodes_after(self, user: UserRef, seq: int) -> int:
+        found = await self._conn.read_one(_COUNT_AFTER, {**user_params(user), "seq": seq})
+        return int(found[0]["n"])
 
     async def latest_episode_seq(self, user: UserRef) -> int:
         head = await fetch_head(self._conn, user)

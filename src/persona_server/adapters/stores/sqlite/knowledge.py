@@ -202,6 +202,21 @@ class SqliteKnowledgeOps:
 
         return await self._ctx.db.read(run)
 
+    async def count_episodes_after(self, user: UserRef, seq: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            with read_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return 0
+                (count,) = conn.execute(
+                    "SELECT count(*) FROM memories WHERE user_key = ? AND type = 'episode' "
+                    "AND seq > ?",
+                    (key, seq),
+                ).fetchone()
+                return int(count)
+
+        return await self._ctx.db.read(run)
+
     async def latest_episode_seq(self, user: UserRef) -> int:
         def run(conn: sqlite3.Connection) -> int:
             row = conn.execute(
