@@ -233,3 +233,22 @@ async def test_a_new_schema_is_built_from_the_users_history(
     await client.put_knowledge_schema("work", WORK)
     got = await caught_up(client, "u1", "work")
     assert json.loads(got.document_json) == {"employer": "Acme"}
+
+
+async def test_an_item_past_the_budget_is_skipped_not_retried_forever(
+    start_app: StartApp, llm: ScriptedLLM
+) -> None:
+    def respond(request: Recorded) -> Response:
+        if request.schema_name != "persona_knowledge":
+            return Reply(extraction())
+        # Invalid, and costly: the repair round would pass the request's token budget.
+        return Reply({"updates": {"profile": {"city": 42}}}, prompt_tokens=5000)
+
+    llm.responder = respond
+    app = await start_app(knowledge_poll_s=0.05, llm_max_tokens_per_request=1000)
+    async with AsyncPersonaClient(f"127.0.0.1:{app.port}", api_key=KEY_A) as client:
+        await client.put_knowledge_schema("profile", PROFILE)
+        await ingest(client, "u1", "I live in Lyon")
+        got = await caught_up(client, "u1", "profile")
+    assert json.loads(got.document_json) == {}
+    assert len(knowledge_calls(llm)) == 1  # no repair call past the budget, and no retry

@@ -58,5 +58,6 @@ class KnowledgeOps(Protocol):
 
     async def behind(self, limit: int) -> list[UserRef]:
         """Users, across tenants, with at least one document of their tenant's schemas whose
-        cursor is below their latest episode (no document counts as cursor 0)."""
+        cursor is below their latest episode (no document counts as cursor 0), in random
+        order (so that users in backoff cannot take every place in a round)."""
         ...

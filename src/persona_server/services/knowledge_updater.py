@@ -13,7 +13,9 @@ states (`{"updates": {"<schema>": {"<field>": value}}}`), so fields the item doe
 keep their value. The merged document is validated against the schema (without its top-level
 `required`, since documents fill in field by field); a mismatch gets one repair round, and an
 answer still invalid is rejected: the item is skipped for those schemas (logged) and the
-document stays as it was. Nothing invalid is stored.
+document stays as it was. Nothing invalid is stored. An item whose call would pass the
+per-request budget (PERSONA_LLM_MAX_CALLS_PER_REQUEST / _MAX_TOKENS_PER_REQUEST) is skipped
+the same way; an unreachable or refusing model is retried later instead.
 
 Fields. Each top-level field keeps the memories (episode ids) its value came from; an item
 stating the same value again is added to them, one stating another value moves the old value
@@ -55,6 +57,7 @@ from persona_server.ports.llm import (
     BudgetLimits,
     ChatMessage,
     JsonSchemaFormat,
+    LlmBudgetExceededError,
     LlmClient,
     LlmOutputInvalidError,
     LlmScope,
@@ -285,12 +288,13 @@ class KnowledgeUpdater:
                 purpose="knowledge",
                 check=check,
             )
-        except LlmOutputInvalidError as exc:
+        except (LlmOutputInvalidError, LlmBudgetExceededError) as exc:
+            # Asking again would give the same: an answer that does not fit, or an item too
+            # large for one request's budget. The item is skipped for these documents.
             log.warning(
-                "knowledge update rejected: the model's answer stayed invalid; item skipped",
+                "knowledge update rejected; item skipped",
                 extra={"episode_id": episode.id, "error": exc.message[:300]},
             )
-            self.calls += 2
             return skipped()
         self.calls += result.calls
         return list(merged(result.value).values())

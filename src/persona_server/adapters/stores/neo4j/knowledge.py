@@ -82,7 +82,8 @@ MATCH (s:PersonaKnowledgeSchema)
 MATCH (u:PersonaUser {tenant: s.tenant}) WHERE u.episode_seq > 0
 OPTIONAL MATCH (d:PersonaKnowledgeDocument {tenant: u.tenant, user_id: u.user_id, name: s.name})
 WITH u, coalesce(d.cursor, 0) AS cursor WHERE cursor < u.episode_seq
-RETURN DISTINCT u.tenant AS tenant, u.user_id AS user_id LIMIT $limit
+WITH DISTINCT u.tenant AS tenant, u.user_id AS user_id
+RETURN tenant, user_id ORDER BY rand() LIMIT $limit
 """
 
 

@@ -240,7 +240,9 @@ class SqliteKnowledgeOps:
                     "  SELECT 1 FROM knowledge_schemas s WHERE s.tenant = u.tenant AND "
                     "  coalesce((SELECT d.cursor FROM knowledge_documents d "
                     "   WHERE d.user_key = u.key AND d.name = s.name), 0) < u.episode_seq"
-                    ") LIMIT ?",
+                    # In random order: users that keep failing (in backoff) cannot fill every
+                    # round's batch and starve the others.
+                    ") ORDER BY random() LIMIT ?",
                     (limit,),
                 )
             ]
