@@ -69,6 +69,11 @@ INDEXES: tuple[LiteralString, ...] = (
     "FOR (m:Memory) ON (m.tenant, m.user_id, m.type, m.mention_count, m.recorded_at, m.id)",
     "CREATE INDEX persona_goal_status IF NOT EXISTS "
     "FOR (g:Goal) ON (g.tenant, g.user_id, g.status, g.recorded_at, g.id)",
+    # A user's knowledge documents (GetKnowledge, DeleteUser) and a tenant's schemas (List).
+    "CREATE INDEX persona_knowledge_document_user IF NOT EXISTS "
+    "FOR (d:PersonaKnowledgeDocument) ON (d.tenant, d.user_id)",
+    "CREATE INDEX persona_knowledge_schema_tenant IF NOT EXISTS "
+    "FOR (s:PersonaKnowledgeSchema) ON (s.tenant)",
     # Pruning the change log by age (changes.py).
     "CREATE INDEX persona_change_at IF NOT EXISTS FOR (c:PersonaChange) ON (c.at)",
     "CREATE INDEX persona_entity_user IF NOT EXISTS FOR (n:Entity) ON (n.tenant, n.user_id)",
