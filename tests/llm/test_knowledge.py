@@ -252,3 +252,30 @@ async def test_an_item_past_the_budget_is_skipped_not_retried_forever(
         got = await caught_up(client, "u1", "profile")
     assert json.loads(got.document_json) == {}
     assert len(knowledge_calls(llm)) == 1  # no repair call past the budget, and no retry
+
+
+async def test_deleting_an_episode_removes_what_documents_took_only_from_it(
+    client: AsyncPersonaClient, llm: ScriptedLLM
+) -> None:
+    llm.responder = knowledge_responder()
+    await client.put_knowledge_schema("profile", PROFILE)
+    lyon, cat, again = await ingest(
+        client, "u1", "I live in Lyon", "My cat Tom sleeps all day", "Lyon is lovely in spring"
+    )
+    (paris,) = await ingest(client, "u1", "I moved to Paris for a job at Acme")
+    await caught_up(client, "u1", "profile")
+    await client.delete_memory("u1", cat)
+    got = await client.get_knowledge("u1", "profile")
+    assert json.loads(got.document_json) == {"city": "Paris"}  # the pets came only from it
+    await client.delete_memory("u1", lyon)
+    got = await client.get_knowledge("u1", "profile")
+    (change,) = got.fields["city"].history
+    assert list(change.memory_ids) == [again]  # the earlier value is still backed by one item
+    await client.delete_memory("u1", again)
+    got = await client.get_knowledge("u1", "profile")
+    assert list(got.fields["city"].history) == []
+    assert list(got.fields["city"].memory_ids) == [paris]
+    await client.delete_memory("u1", paris)
+    got = await client.get_knowledge("u1", "profile")
+    assert json.loads(got.document_json) == {}
+    assert "Lyon" not in str(got) and "Paris" not in str(got)

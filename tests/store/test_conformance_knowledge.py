@@ -88,6 +88,10 @@ async def test_documents_round_trip_with_compare_and_set(store: GraphStore, user
     assert not await store.knowledge.put_documents(user, [(document(cursor=2, city="X"), 0)])
     assert await store.knowledge.put_documents(user, [(document(cursor=2), 1)])
     assert (await store.knowledge.documents(user))["profile"].cursor == 2
+    # Nothing written for an episode the user no longer has (deleted during the model call).
+    (ep_id, *_) = await store.episodes.chain(user)
+    assert not await store.knowledge.put_documents(user, [(document(cursor=3), 2)], requires="ep_x")
+    assert await store.knowledge.put_documents(user, [(document(cursor=3), 2)], requires=ep_id)
     # No document for a schema that is not registered (deleted meanwhile).
     assert not await store.knowledge.put_documents(user, [(document("gone"), 0)])
     # Another tenant's user of the same id sees nothing.

@@ -37,11 +37,17 @@ class KnowledgeOps(Protocol):
         ...
 
     async def put_documents(
-        self, user: UserRef, documents: Sequence[tuple[KnowledgeDocument, int]]
+        self,
+        user: UserRef,
+        documents: Sequence[tuple[KnowledgeDocument, int]],
+        *,
+        requires: str = "",
     ) -> bool:
         """Write each (document, expected cursor) in one transaction, only if every stored
-        cursor (0 for no document) still equals the expected one and the schema still exists;
-        False (nothing written) otherwise."""
+        cursor (0 for no document) still equals the expected one, the schema still exists and
+        (when `requires` is set) the user still has that episode, so that an update computed
+        from an episode deleted meanwhile (or from a deleted user) is never written; False
+        (nothing written) otherwise."""
         ...
 
     async def episodes_after(self, user: UserRef, seq: int, limit: int) -> list[tuple[int, str]]:

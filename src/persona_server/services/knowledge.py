@@ -13,6 +13,7 @@ episode is read once, in ingest order).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +24,13 @@ from persona_server.domain.errors import (
 )
 from persona_server.domain.knowledge import (
     MAX_SCHEMAS_PER_TENANT,
+    FieldChange,
     KnowledgeDocument,
+    KnowledgeField,
     KnowledgeSchema,
 )
 from persona_server.domain.models import UserRef
-from persona_server.ports.graph_store import GraphStore
+from persona_server.ports.graph_store import GraphStore, StoreUnavailableError
 from persona_server.services import json_schemas
 from persona_server.services.ingest import utcnow
 
@@ -120,3 +123,47 @@ class KnowledgeService:
         document = documents.get(name) or KnowledgeDocument(name, {})
         pending = await self._store.knowledge.count_episodes_after(user, document.cursor)
         return KnowledgeView(document, pending)
+
+
+_FORGET_ATTEMPTS = 5
+
+
+def without(document: KnowledgeDocument, gone: set[str]) -> KnowledgeDocument | None:
+    """The document with no trace of the memories in `gone` (None if it has none): they leave
+    every provenance list; a value (current or earlier) that came only from them goes."""
+    changed = False
+    fields: dict[str, KnowledgeField] = {}
+    for name, f in document.fields.items():
+        history = []
+        for h in f.history:
+            kept = [m for m in h.memory_ids if m not in gone]
+            by = [m for m in h.changed_by if m not in gone]
+            changed |= len(kept) != len(h.memory_ids) or len(by) != len(h.changed_by)
+            if kept:
+                history.append(FieldChange(h.previous_value, h.changed_at, kept, by))
+        pairs = [(m, s) for m, s in zip(f.memory_ids, f.source_ids, strict=False) if m not in gone]
+        changed |= len(pairs) != len(f.memory_ids)
+        if pairs:
+            fields[name] = KnowledgeField(
+                f.value, [m for m, _ in pairs], [s for _, s in pairs], f.updated_at, history
+            )
+    if not changed:
+        return None
+    return KnowledgeDocument(document.name, fields, document.cursor, utcnow())
+
+
+async def forget_memories(store: GraphStore, user: UserRef, deleted: Sequence[str]) -> None:
+    """Remove deleted memories from the user's knowledge documents (DeleteMemory, and any
+    deletion of episodes): values that came only from them go with them."""
+    gone = set(deleted)
+    if not gone:
+        return
+    for _ in range(_FORGET_ATTEMPTS):
+        documents = await store.knowledge.documents(user)
+        writes = [
+            (doc, d.cursor) for d in documents.values() if (doc := without(d, gone)) is not None
+        ]
+        # Compare-and-set on the cursors: a concurrent update makes us read again.
+        if not writes or await store.knowledge.put_documents(user, writes):
+            return
+    raise StoreUnavailableError("knowledge documents kept changing; try the delete again")

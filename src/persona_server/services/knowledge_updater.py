@@ -220,7 +220,9 @@ class KnowledgeUpdater:
                 if not due:
                     continue
                 new_docs = await self._update(user, episode, seq, due, docs, parsed)
-                if not await ks.put_documents(user, [(d, docs[d.name].cursor) for d in new_docs]):
+                writes = [(d, docs[d.name].cursor) for d in new_docs]
+                # An episode deleted during the model call must leave nothing in a document.
+                if not await ks.put_documents(user, writes, requires=episode_id):
                     log.info("knowledge documents changed meanwhile; re-reading")
                     return read
                 for d in new_docs:

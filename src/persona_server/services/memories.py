@@ -12,6 +12,7 @@ from persona_server.domain.errors import NotFoundError
 from persona_server.domain.models import Memory, UserRef
 from persona_server.ports.graph_store import GraphStore, Page
 from persona_server.services.commands import ListQuery
+from persona_server.services.knowledge import forget_memories
 from persona_server.services.notifier import ChangeNotifier
 
 audit = logging.getLogger("persona.audit")
@@ -41,6 +42,8 @@ class MemoryService:
             raise NotFoundError(
                 f"user {user.user_id!r} has no memory {memory_id!r}", reason="MEMORY_NOT_FOUND"
             )
+        # What the knowledge documents took from the deleted memories goes too.
+        await forget_memories(self._store, user, deleted)
         self._notifier.notify(user)
         audit.info(
             "memory deleted",

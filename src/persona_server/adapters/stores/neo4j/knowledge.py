@@ -64,6 +64,9 @@ OPTIONAL MATCH (s:PersonaKnowledgeSchema {tenant: $tenant, name: name})
 OPTIONAL MATCH (d:PersonaKnowledgeDocument {tenant: $tenant, user_id: $user_id, name: name})
 RETURN name, s IS NOT NULL AS registered, coalesce(d.cursor, 0) AS cursor
 """
+_EPISODE_EXISTS = """
+MATCH (e:Episode {tenant: $tenant, user_id: $user_id, id: $id}) RETURN e.id AS id
+"""
 _PUT_DOCUMENTS = """
 UNWIND $docs AS doc
 MERGE (d:PersonaKnowledgeDocument {tenant: $tenant, user_id: $user_id, name: doc.name})
@@ -156,7 +159,11 @@ class Neo4jKnowledgeOps:
         }
 
     async def put_documents(
-        self, user: UserRef, documents: Sequence[tuple[KnowledgeDocument, int]]
+        self,
+        user: UserRef,
+        documents: Sequence[tuple[KnowledgeDocument, int]],
+        *,
+        requires: str = "",
     ) -> bool:
         params = user_params(user)
         docs = [
@@ -172,6 +179,8 @@ class Neo4jKnowledgeOps:
 
         async def work(tx: AsyncManagedTransaction) -> bool:
             if await lock_user(tx, user, datetime.now(UTC), create=False) is None:
+                return False
+            if requires and not await rows(tx, _EPISODE_EXISTS, {**params, "id": requires}):
                 return False
             for r in await rows(tx, _CURSORS, {**params, "names": list(expected)}):
                 if not r["registered"] or int(r["cursor"]) != expected[str(r["name"])]:

@@ -149,13 +149,25 @@ class SqliteKnowledgeOps:
         return await self._ctx.db.read(run)
 
     async def put_documents(
-        self, user: UserRef, documents: Sequence[tuple[KnowledgeDocument, int]]
+        self,
+        user: UserRef,
+        documents: Sequence[tuple[KnowledgeDocument, int]],
+        *,
+        requires: str = "",
     ) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             with write_transaction(conn):
                 key = find_user_key(conn, user)
                 if key is None:
                     return False  # deleted meanwhile: nothing to write a document for
+                if requires and (
+                    conn.execute(
+                        "SELECT 1 FROM memories WHERE user_key = ? AND id = ? AND type = 'episode'",
+                        (key, requires),
+                    ).fetchone()
+                    is None
+                ):
+                    return False
                 for doc, expected in documents:
                     if (
                         conn.execute(
