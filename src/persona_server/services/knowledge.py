@@ -9,6 +9,10 @@ GetKnowledge returns them as they are until the user's next item is taken in; th
 drops the fields the new schema no longer has and validates the document against the new
 schema. Documents of a new schema are built from each user's whole history (every stored
 episode is read once, in ingest order).
+
+Deleting memories (`forget_memories`, called by DeleteMemory; any other deletion of episodes
+should call it too) takes them out of every field's provenance and history; a value, current
+or earlier, that came only from them goes with them.
 """
 
 from __future__ import annotations
