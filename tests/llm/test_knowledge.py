@@ -279,3 +279,16 @@ async def test_deleting_an_episode_removes_what_documents_took_only_from_it(
     got = await client.get_knowledge("u1", "profile")
     assert json.loads(got.document_json) == {}
     assert "Lyon" not in str(got) and "Paris" not in str(got)
+
+
+async def test_replacing_an_episode_removes_what_documents_took_from_its_old_text(
+    client: AsyncPersonaClient, llm: ScriptedLLM
+) -> None:
+    llm.responder = knowledge_responder()
+    await client.put_knowledge_schema("profile", PROFILE)
+    await client.ingest("u1", [Item("I live in Lyon", source_id="m1")])
+    got = await caught_up(client, "u1", "profile")
+    assert json.loads(got.document_json) == {"city": "Lyon"}
+    await client.ingest("u1", [Item("Actually, never mind", source_id="m1")], replace=True)
+    got = await client.get_knowledge("u1", "profile")
+    assert json.loads(got.document_json) == {}

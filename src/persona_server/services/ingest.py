@@ -90,6 +90,13 @@ class IngestService:
             cmd.user, episodes, vectors, replace=cmd.replace
         )
         changed = [w.episode for w in written if w.episode is not None]
+        replaced = [w.episode_id for w in written if w.outcome is WriteOutcome.REPLACED]
+        if replaced:
+            # What knowledge documents took from the old text goes with it (the new text is
+            # not read again: documents read each episode once, in ingest order).
+            from persona_server.services.knowledge import forget_memories  # imports this module
+
+            await forget_memories(self._store, cmd.user, replaced)
         if self._quotas is not None:
             created = [w.episode for w in written if w.outcome is WriteOutcome.CREATED]
             self._quotas.added(cmd.user, len(created), _text_bytes(e for e in created if e))
