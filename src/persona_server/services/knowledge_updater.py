@@ -28,7 +28,8 @@ Concurrency. Documents are written with a compare-and-set on the cursors read
 the race re-reads at its next round (and has spent one model call).
 
 Items are taken in ingest order; an episode replaced later (same source id, new text) keeps its
-sequence and is not read again.
+sequence: what documents took from its old text is removed (`knowledge.forget_memories`), and
+the new text is not read again.
 """
 
 from __future__ import annotations
