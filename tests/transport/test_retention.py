@@ -109,3 +109,28 @@ def test_key_file_sets_retention_per_tenant(tmp_path: Path) -> None:
         path.write_text(f"tenant acme retention_days={bad}\n")
         with pytest.raises(ApiKeyConfigError, match="retention_days must be a non-negative"):
             KeyRing.from_settings("", path)
+
+
+def test_persona_serve_reports_a_bad_policy_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from persona_server import app as app_module
+    from persona_server.cli.main import main
+
+    # serve() sets process-wide logging, tracing and metrics up: not in the test process.
+    for name in ("configure_logging", "configure_tracing", "configure_metrics"):
+        monkeypatch.setattr(app_module, name, lambda *_args: None)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("PERSONA_RETENTION_DAYS", "-5")
+    assert main(["serve", "--data-dir", str(tmp_path / "d")]) == 2
+    assert capsys.readouterr().err.startswith("INVALID_ARGUMENT: retention_days:")
+
+    monkeypatch.delenv("PERSONA_RETENTION_DAYS")
+    keys = tmp_path / "keys.txt"
+    keys.write_text("tenant acme retention_days=ninety\n")
+    monkeypatch.setenv("PERSONA_API_KEYS_FILE", str(keys))
+    monkeypatch.setenv("PERSONA_LISTEN", "127.0.0.1:0")
+    assert main(["serve", "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"INVALID_ARGUMENT: {keys}:1: retention_days must be a non-negative")
+    assert "Traceback" not in err
