@@ -4,6 +4,7 @@ newer episodes are untouched."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -190,3 +191,30 @@ async def test_expire_stays_in_its_tenant(store: GraphStore, user: UserRef) -> N
         assert len(await store.episodes.chain(u)) == 1
     assert len(await store.episodes.chain(stranger)) == 2
     assert await store.episodes.expire("no-such-tenant", CUTOFF, 10) == []
+
+
+async def test_concurrent_passes_delete_each_episode_once(store: GraphStore, user: UserRef) -> None:
+    # Several replicas run the job: their batches overlap, and each episode goes exactly once.
+    others = [UserRef(tenant=user.tenant, user_id=f"u{i}") for i in range(3)]
+    for u in (user, *others):
+        await put(store, u, [episode(f"s{i}", f"entry {i}", hours(i)) for i in range(8)])
+    seq_before = {u: await store.changes.latest_seq(u) for u in (user, *others)}
+
+    async def drain() -> int:
+        total = 0
+        while batch := await store.episodes.expire(user.tenant, CUTOFF, 3):
+            total += sum(b.episodes for b in batch)
+        return total
+
+    totals = await asyncio.gather(*(drain() for _ in range(3)))
+    assert sum(totals) == 4 * 5
+    for u in (user, *others):
+        chain = await store.episodes.chain(u)
+        assert len(chain) == 3
+        assert (await store.episodes.chain_neighbours(u, [chain[0]]))[chain[0]] == [chain[1]]
+        deletes = [
+            c
+            for c in await store.changes.since(u, seq_before[u], 100)
+            if c.kind is ChangeKind.DELETED
+        ]
+        assert len(deletes) == 5 == len({c.memory_id for c in deletes})
