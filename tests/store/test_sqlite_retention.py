@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from persona_server.adapters.stores.sqlite import SqliteGraphStore
+from persona_server.adapters.stores.sqlite.retention import _EXPIRED
+from persona_server.domain.models import UserRef
 from persona_server.ports.graph_store import DerivedWrite, MemoryFilter
 
 from .helpers import DIM, MODEL, by_id, entity, episode, hours, new_user, psyche, put, unit, units
@@ -78,3 +80,20 @@ async def test_expired_episodes_leave_no_trace_in_the_files(
     assert len(await sqlite_store.episodes.chain(neighbour)) == 30
     hits = await sqlite_store.search.vector(user, unit(1).reshape(1, -1), 100, MemoryFilter())
     assert len(hits) == 30
+
+
+async def test_a_batch_reads_the_chain_index_without_sorting_the_tenant(
+    sqlite_store: SqliteGraphStore,
+) -> None:
+    # A first pass over a big tenant may face millions of expired episodes: each batch must
+    # stop after its limit, not collect and sort all of them.
+    for i in range(3):
+        await put(sqlite_store, UserRef(tenant="t", user_id=f"u{i}"), [episode("a", "x", hours(1))])
+    conn = sqlite3.connect(sqlite_store.path)
+    try:
+        conn.execute("ANALYZE")
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {_EXPIRED}", (0, "t", 500))]
+    finally:
+        conn.close()
+    assert any("memories_chain" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan

@@ -25,11 +25,14 @@ from persona_server.ports.graph_store import ExpiredEpisodes
 
 log = logging.getLogger(__name__)
 
-# Each user's expired episodes walk the (user_key, chain_at, seq) chain index from its start.
+# The tenant's users in (tenant, user_id) index order, each user's expired episodes along the
+# (user_key, chain_at, seq) chain index from its start. The ORDER BY is the order of that nested
+# loop, so SQLite streams it and stops at the limit: ordering by anything else would make it
+# collect and sort every expired episode of the tenant for each batch.
 _EXPIRED = (
     "SELECT u.key, u.user_id, m.rowid FROM users u "
     "JOIN memories m ON m.user_key = u.key AND m.type = 'episode' AND m.chain_at < ? "
-    "WHERE u.tenant = ? ORDER BY u.key, m.chain_at, m.seq LIMIT ?"
+    "WHERE u.tenant = ? ORDER BY u.user_id, m.chain_at, m.seq LIMIT ?"
 )
 
 
