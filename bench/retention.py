@@ -1,7 +1,11 @@
-"""Retention on the embedded store: how long expiring half of a tenant's episodes takes, and
-how long each batch holds the write lock (other writers wait that long at worst).
+"""Retention: how long expiring half of a tenant's episodes takes, and how long each batch
+holds the write lock (other writers of those users wait that long at worst).
 
     .venv/bin/python bench/retention.py --out bench/results/retention.json
+    .venv/bin/python bench/retention.py --store neo4j --out bench/results/retention_neo4j.json
+
+With `--store neo4j` a Neo4j 5 is started for the run with the test harness
+(`tests/neo4j_harness.py`, fresh temporary data directory) and stopped at the end.
 
 A tenant of `--users` users with `--episodes` episodes each, a day apart; every episode has one
 psyche memory derived only from it, and each user has one entity derived from every episode
@@ -17,6 +21,7 @@ import asyncio
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -28,7 +33,7 @@ import numpy as np
 from persona_server.adapters.stores.sqlite import SqliteGraphStore
 from persona_server.domain.ids import new_id
 from persona_server.domain.models import Entity, Episode, MemoryType, Psyche, UserRef
-from persona_server.ports.graph_store import DerivedWrite
+from persona_server.ports.graph_store import DerivedWrite, GraphStore
 from persona_server.services.retention import BATCH
 
 DIM = 384
@@ -40,7 +45,7 @@ def _units(rng: np.random.Generator, n: int) -> np.ndarray[Any, np.dtype[np.floa
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
-async def _fill(store: SqliteGraphStore, user: UserRef, n: int, rng: np.random.Generator) -> None:
+async def _fill(store: GraphStore, user: UserRef, n: int, rng: np.random.Generator) -> None:
     hub = Entity(
         id=new_id(MemoryType.ENTITY), name=f"{user.user_id} hub", text="hub", recorded_at=T0
     )
@@ -68,36 +73,34 @@ async def _fill(store: SqliteGraphStore, user: UserRef, n: int, rng: np.random.G
         await store.memories.write_derived(user, *writes)
 
 
-async def run(users: int, episodes: int) -> dict[str, Any]:
+async def run(store: GraphStore, users: int, episodes: int) -> dict[str, Any]:
     rng = np.random.default_rng(7)
-    with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteGraphStore(Path(tmp) / "persona.db")
-        await store.open(embedding_model="bench", dimension=DIM)
-        try:
-            t = time.perf_counter()
-            refs = [UserRef(tenant="bench", user_id=f"u{i}") for i in range(users)]
-            for ref in refs:
-                await _fill(store, ref, episodes, rng)
-            fill_s = time.perf_counter() - t
-            cutoff = T0 + timedelta(days=episodes // 2)
-            batch_s: list[float] = []
-            expired = derived = kept = 0
-            t = time.perf_counter()
-            while True:
-                b0 = time.perf_counter()
-                batch = await store.episodes.expire("bench", cutoff, BATCH)
-                batch_s.append(time.perf_counter() - b0)
-                expired += sum(x.episodes for x in batch)
-                derived += sum(x.derived for x in batch)
-                kept += sum(x.kept for x in batch)
-                if sum(x.episodes for x in batch) < BATCH:
-                    break
-            total_s = time.perf_counter() - t
-            left = 0
-            for r in refs:
-                left += len(await store.episodes.chain(r))
-        finally:
-            await store.close()
+    await store.open(embedding_model="bench", dimension=DIM)
+    try:
+        t = time.perf_counter()
+        refs = [UserRef(tenant="bench", user_id=f"u{i}") for i in range(users)]
+        for ref in refs:
+            await _fill(store, ref, episodes, rng)
+        fill_s = time.perf_counter() - t
+        cutoff = T0 + timedelta(days=episodes // 2)
+        batch_s: list[float] = []
+        expired = derived = kept = 0
+        t = time.perf_counter()
+        while True:
+            b0 = time.perf_counter()
+            batch = await store.episodes.expire("bench", cutoff, BATCH)
+            batch_s.append(time.perf_counter() - b0)
+            expired += sum(x.episodes for x in batch)
+            derived += sum(x.derived for x in batch)
+            kept += sum(x.kept for x in batch)
+            if sum(x.episodes for x in batch) < BATCH:
+                break
+        total_s = time.perf_counter() - t
+        left = 0
+        for r in refs:
+            left += len(await store.episodes.chain(r))
+    finally:
+        await store.close()
     return {
         "users": users,
         "episodes_per_user": episodes,
@@ -118,13 +121,34 @@ async def run(users: int, episodes: int) -> dict[str, Any]:
     }
 
 
+def run_neo4j(users: int, episodes: int) -> dict[str, Any]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from persona_server.adapters.stores.neo4j import Neo4jGraphStore
+    from tests.neo4j_harness import Neo4jProcess, build_launcher
+
+    build_launcher()
+    with tempfile.TemporaryDirectory(prefix="persona-bench-retention-neo4j-") as tmp:
+        neo4j = Neo4jProcess(Path(tmp))
+        neo4j.start()
+        try:
+            return asyncio.run(run(Neo4jGraphStore(neo4j.uri), users, episodes))
+        finally:
+            neo4j.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", choices=("sqlite", "neo4j"), default="sqlite")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--episodes", type=int, default=1000, help="per user")
     parser.add_argument("--out", type=Path, default=Path("bench/results/retention.json"))
     args = parser.parse_args()
-    result = asyncio.run(run(args.users, args.episodes))
+    if args.store == "neo4j":
+        result = {"store": "neo4j", **run_neo4j(args.users, args.episodes)}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = SqliteGraphStore(Path(tmp) / "persona.db")
+            result = {"store": "sqlite", **asyncio.run(run(store, args.users, args.episodes))}
     for key, value in result.items():
         print(f"{key:>20}: {value}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
