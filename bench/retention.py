@@ -73,7 +73,9 @@ async def _fill(store: GraphStore, user: UserRef, n: int, rng: np.random.Generat
         await store.memories.write_derived(user, *writes)
 
 
-async def run(store: GraphStore, users: int, episodes: int) -> dict[str, Any]:
+async def run(
+    store: GraphStore, users: int, episodes: int, batch_size: int = BATCH
+) -> dict[str, Any]:
     rng = np.random.default_rng(7)
     await store.open(embedding_model="bench", dimension=DIM)
     try:
@@ -88,12 +90,12 @@ async def run(store: GraphStore, users: int, episodes: int) -> dict[str, Any]:
         t = time.perf_counter()
         while True:
             b0 = time.perf_counter()
-            batch = await store.episodes.expire("bench", cutoff, BATCH)
+            batch = await store.episodes.expire("bench", cutoff, batch_size)
             batch_s.append(time.perf_counter() - b0)
             expired += sum(x.episodes for x in batch)
             derived += sum(x.derived for x in batch)
             kept += sum(x.kept for x in batch)
-            if sum(x.episodes for x in batch) < BATCH:
+            if sum(x.episodes for x in batch) < batch_size:
                 break
         total_s = time.perf_counter() - t
         left = 0
@@ -110,7 +112,7 @@ async def run(store: GraphStore, users: int, episodes: int) -> dict[str, Any]:
         "expired_derived": derived,
         "kept_updated": kept,
         "episodes_left": left,
-        "batch_size": BATCH,
+        "batch_size": batch_size,
         "batches": len(batch_s),
         "pass_s": round(total_s, 2),
         "episodes_per_s": round(expired / total_s),
@@ -121,7 +123,7 @@ async def run(store: GraphStore, users: int, episodes: int) -> dict[str, Any]:
     }
 
 
-def run_neo4j(users: int, episodes: int) -> dict[str, Any]:
+def run_neo4j(users: int, episodes: int, batch_size: int) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from persona_server.adapters.stores.neo4j import Neo4jGraphStore
     from tests.neo4j_harness import Neo4jProcess, build_launcher
@@ -131,7 +133,7 @@ def run_neo4j(users: int, episodes: int) -> dict[str, Any]:
         neo4j = Neo4jProcess(Path(tmp))
         neo4j.start()
         try:
-            return asyncio.run(run(Neo4jGraphStore(neo4j.uri), users, episodes))
+            return asyncio.run(run(Neo4jGraphStore(neo4j.uri), users, episodes, batch_size))
         finally:
             neo4j.stop()
 
@@ -141,14 +143,18 @@ def main() -> None:
     parser.add_argument("--store", choices=("sqlite", "neo4j"), default="sqlite")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--episodes", type=int, default=1000, help="per user")
+    parser.add_argument("--batch", type=int, default=BATCH, help="episodes per transaction")
     parser.add_argument("--out", type=Path, default=Path("bench/results/retention.json"))
     args = parser.parse_args()
     if args.store == "neo4j":
-        result = {"store": "neo4j", **run_neo4j(args.users, args.episodes)}
+        result = {"store": "neo4j", **run_neo4j(args.users, args.episodes, args.batch)}
     else:
         with tempfile.TemporaryDirectory() as tmp:
             store = SqliteGraphStore(Path(tmp) / "persona.db")
-            result = {"store": "sqlite", **asyncio.run(run(store, args.users, args.episodes))}
+            result = {
+                "store": "sqlite",
+                **asyncio.run(run(store, args.users, args.episodes, args.batch)),
+            }
     for key, value in result.items():
         print(f"{key:>20}: {value}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

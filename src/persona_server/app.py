@@ -242,6 +242,7 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         lambda tenant: limits_for(tenant).retention_days,
         notifier,
         interval_s=settings.retention_interval_s,
+        batch=settings.retention_batch,
     )
     retention.start()
     return App(settings, store, emb, services, server, owns_embedder, extraction, pruner, retention)

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(
         3600.0, gt=0, description="how often the retention job looks for expired episodes"
     )
+    retention_batch: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="episodes the retention job deletes per store transaction: smaller holds "
+        "each user's write lock for less time, larger finishes a pass sooner",
+    )
     max_message_bytes: int = Field(4 * 1024 * 1024, description="max gRPC message size")
     shutdown_grace_s: float = Field(10.0, description="seconds in-flight RPCs get on SIGTERM")
     log_level: str = Field("INFO", description="log level")

@@ -95,6 +95,8 @@ def test_retention_settings_are_checked_at_start_up(
     assert Settings(_env_file=None).retention_days == 90  # type: ignore[call-arg]
     with pytest.raises(ValidationError, match="retention_interval_s"):
         make_settings(tmp_path, retention_interval_s=0)
+    with pytest.raises(ValidationError, match="retention_batch"):
+        make_settings(tmp_path, retention_batch=0)
 
 
 def test_key_file_sets_retention_per_tenant(tmp_path: Path) -> None:
