@@ -34,6 +34,7 @@ from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.profile import ProfileService
 from persona_server.services.quotas import Quotas
 from persona_server.services.recall import RecallService
+from persona_server.services.retention import RetentionJob
 from persona_server.transport.keys import KeySource
 from persona_server.transport.server import RunningServer, start_grpc_server
 from persona_server.transport.servicer import Services
@@ -86,6 +87,7 @@ class App:
     owns_embedder: bool
     extraction: Extraction | None = None
     pruner: ChangeLogPruner | None = None
+    retention: RetentionJob | None = None
     knowledge: KnowledgeWorker | None = None
 
     @property
@@ -98,6 +100,8 @@ class App:
         await self.services.feed.hub.close()
         if self.pruner is not None:
             await self.pruner.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         if self.knowledge is not None:
             await self.knowledge.stop()  # an update cut short keeps its cursor: redone later
         if self.extraction is not None:
@@ -239,10 +243,29 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     _observe_backlog(extraction.worker)
     pruner = ChangeLogPruner(store, settings.change_log_max_age_s)
     pruner.start()
+    retention = RetentionJob(
+        store,
+        lambda tenant: limits_for(tenant).retention_days,
+        notifier,
+        interval_s=settings.retention_interval_s,
+        batch=settings.retention_batch,
+    )
+    retention.start()
     knowledge = build_knowledge_worker(settings, store, extraction.llm)
     if knowledge is not None:
         knowledge.start()
-    return App(settings, store, emb, services, server, owns_embedder, extraction, pruner, knowledge)
+    return App(
+        settings,
+        store,
+        emb,
+        services,
+        server,
+        owns_embedder,
+        extraction,
+        pruner,
+        retention,
+        knowledge,
+    )
 
 
 def build_knowledge_worker(

@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -292,3 +293,26 @@ async def test_replacing_an_episode_removes_what_documents_took_from_its_old_tex
     await client.ingest("u1", [Item("Actually, never mind", source_id="m1")], replace=True)
     got = await client.get_knowledge("u1", "profile")
     assert json.loads(got.document_json) == {}
+
+
+async def test_retention_leaves_nothing_of_expired_episodes_in_documents(
+    start_app: StartApp, llm: ScriptedLLM
+) -> None:
+    llm.responder = knowledge_responder()
+    app = await start_app(knowledge_poll_s=0.05, retention_days=30)
+    long_ago = datetime.now(UTC) - timedelta(days=400)
+    async with AsyncPersonaClient(f"127.0.0.1:{app.port}", api_key=KEY_A) as client:
+        await client.put_knowledge_schema("profile", PROFILE)
+        await client.ingest(
+            "u1",
+            [
+                Item("I live in Lyon", source_id="old", occurred_at=long_ago),
+                Item("My cat Tom sleeps all day", source_id="new"),
+            ],
+        )
+        await caught_up(client, "u1", "profile")
+        assert app.retention is not None
+        await app.retention.run_once()
+        got = await client.get_knowledge("u1", "profile")
+    assert json.loads(got.document_json) == {"pets": ["Tom"]}
+    assert "Lyon" not in str(got)

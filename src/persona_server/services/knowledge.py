@@ -171,3 +171,19 @@ async def forget_memories(store: GraphStore, user: UserRef, deleted: Sequence[st
         if not writes or await store.knowledge.put_documents(user, writes):
             return
     raise StoreUnavailableError("knowledge documents kept changing; try the delete again")
+
+
+async def forget_missing(store: GraphStore, user: UserRef) -> None:
+    """`forget_memories` for every memory the user's documents cite that the user no longer
+    has: for deletions that do not list what they removed (the retention job)."""
+    documents = await store.knowledge.documents(user)
+    cited = {
+        m
+        for d in documents.values()
+        for f in d.fields.values()
+        for m in [*f.memory_ids, *(i for h in f.history for i in (*h.memory_ids, *h.changed_by))]
+    }
+    if not cited:
+        return
+    found = await store.memories.get_many(user, sorted(cited))
+    await forget_memories(store, user, [m for m in cited if m not in found])
