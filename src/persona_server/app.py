@@ -32,6 +32,7 @@ from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.profile import ProfileService
 from persona_server.services.quotas import Quotas
 from persona_server.services.recall import RecallService
+from persona_server.services.user_profile import UserProfileService
 from persona_server.transport.keys import KeySource
 from persona_server.transport.server import RunningServer, start_grpc_server
 from persona_server.transport.servicer import Services
@@ -179,7 +180,7 @@ def build_extraction(
         concurrency=settings.extraction_concurrency,
         lease_s=settings.extraction_lease_s,
     )
-    ask = LlmAskService(recall, llm, limits)
+    ask = LlmAskService(recall, llm, limits, store=store, notifier=notifier)
     return Extraction(pipeline, WorkerExtraction(worker), worker, ask, llm)
 
 
@@ -201,7 +202,9 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     store = build_store(settings)
     await store.open(embedding_model=emb.model_id, dimension=emb.dimension)
     notifier = ChangeNotifier()
-    recall = RecallService(store, emb, time_spans=query_time_spans)
+    decay = settings.decay
+    recall = RecallService(store, emb, time_spans=query_time_spans, decay=decay)
+    profile = ProfileService(store, decay=decay)
     extraction = build_extraction(settings, store, emb, notifier, recall)
     services = Services(
         ingest=IngestService(
@@ -212,7 +215,7 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         feed=ContextFeed(
             FeedHub(
                 store,
-                ContextSource(recall, ProfileService(store), emb),
+                ContextSource(recall, profile, emb),
                 notifier,
                 poll_s=settings.stream_poll_s,
                 buffer_limit=settings.stream_buffer,
@@ -221,6 +224,8 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         ask=extraction.ask,
         graph_export=GraphExportService(store),
         graph_import=GraphImportService(store, emb, notifier),
+        profile=UserProfileService(store, profile),
+        decay=decay,
     )
     try:
         server = await start_grpc_server(settings, services, keys, store.ping, limits_for)

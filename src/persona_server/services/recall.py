@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from persona_server.domain.ids import type_of
 from persona_server.domain.models import Episode, Memory, MemoryType
+from persona_server.domain.strength import Decay
 from persona_server.ports.embedder import Embedder
 from persona_server.ports.graph_store import GraphStore, MemoryFilter, Neighbours, SearchHit
 from persona_server.services.commands import RecallQuery
@@ -92,8 +93,10 @@ class RecallService:
         tuning: RecallTuning | None = None,
         time_spans: TimeSpanFinder | None = None,
         clock: Callable[[], datetime] = utcnow,
+        decay: Decay | None = None,
     ) -> None:
         self._store = store
+        self._decay = decay or Decay()
         self._embedder = embedder
         self._tuning = tuning or RecallTuning()
         self._time_spans = time_spans
@@ -254,7 +257,14 @@ class RecallService:
         (a better one might still come); fetched ones beyond it may only join."""
         cut = next((n for n, i in enumerate(ranked) if i not in tried), len(ranked))
         # Expanded neighbours did not pass through the store's filter: check them here.
-        usable = [i for i in ranked if i in memories and matches(memories[i], q.filter)]
+        # Dormancy is computed (strength at as_of), so no store filter knows it: checked here
+        # too, for search hits and neighbours alike.
+        awake = self._awake(q)
+        usable = [
+            i
+            for i in ranked
+            if i in memories and matches(memories[i], q.filter) and awake(memories[i])
+        ]
 
         limit = q.max_results
         if cut == len(ranked):
@@ -262,6 +272,12 @@ class RecallService:
         before_cut = set(ranked[:cut])
         leaders = sum(1 for i in usable if i in before_cut)
         return self._passages(usable, scores, found, memories, limit, size, leaders), False
+
+    def _awake(self, q: RecallQuery) -> Callable[[Memory], bool]:
+        if q.include_dormant:
+            return lambda _memory: True
+        as_of = q.filter.as_of or self._clock()
+        return lambda memory: not self._decay.dormant(memory, as_of)
 
     @staticmethod
     def _ranked(scores: dict[str, float], wants_entities: bool) -> list[str]:

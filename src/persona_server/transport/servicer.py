@@ -19,7 +19,9 @@ import grpc
 from persona.v1 import graph_pb2 as gpb
 from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
-from persona_server.domain.models import UserRef
+from persona.v1 import profile_pb2 as ppb
+from persona_server.domain.models import Memory, UserRef
+from persona_server.domain.strength import Decay
 from persona_server.services.ask import AskService
 from persona_server.services.context_feed import ContextFeed
 from persona_server.services.graph_export import GraphExportService
@@ -28,7 +30,14 @@ from persona_server.services.ingest import IngestService, utcnow
 from persona_server.services.memories import MemoryService
 from persona_server.services.recall import RecallService
 from persona_server.services.results import StreamEvent
-from persona_server.transport import convert, graph_convert, graph_validation, validation
+from persona_server.services.user_profile import UserProfileService
+from persona_server.transport import (
+    convert,
+    graph_convert,
+    graph_validation,
+    profile_rpc,
+    validation,
+)
 from persona_server.transport.auth import current_tenant
 from persona_server.transport.errors import abort
 
@@ -46,6 +55,8 @@ class Services:
     ask: AskService
     graph_export: GraphExportService
     graph_import: GraphImportService
+    profile: UserProfileService
+    decay: Decay
     clock: Callable[[], datetime] = utcnow
 
 
@@ -78,7 +89,8 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         async def call() -> svc.RecallResponse:
             query = validation.recall(current_tenant(), request)
             outcome = await self._s.recall.recall(query)
-            return convert.recall_response(outcome, query.user.user_id)
+            strength = self._strength(query.filter.as_of)
+            return convert.recall_response(outcome, query.user.user_id, strength)
 
         return await _unary(context, call)
 
@@ -125,8 +137,14 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         # The feed offers one update object to every stream of a context: converted once.
         message = self._converted.get(event)
         if message is None:
+            # No strength on stream events: it moves with the clock alone, and a stream's
+            # memories are compared across events (an unchanged memory must look unchanged).
             message = self._converted[event] = convert.stream_event(event, user)
         return message
+
+    def _strength(self, as_of: datetime | None) -> Callable[[Memory], float]:
+        at = as_of or self._s.clock()
+        return lambda memory: self._s.decay.strength(memory, at)
 
     async def GetMemory(
         self, request: svc.GetMemoryRequest, context: Context
@@ -136,7 +154,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
                 current_tenant(), request.user_id, request.memory_id
             )
             memory = await self._s.memories.get(user, memory_id)
-            return svc.GetMemoryResponse(memory=convert.memory(memory, user.user_id))
+            return svc.GetMemoryResponse(
+                memory=convert.memory(memory, user.user_id, self._strength(None))
+            )
 
         return await _unary(context, call)
 
@@ -146,8 +166,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         async def call() -> svc.ListMemoriesResponse:
             query = validation.list_memories(current_tenant(), request)
             page = await self._s.memories.list_page(query)
+            strength = self._strength(None)
             return svc.ListMemoriesResponse(
-                memories=[convert.memory(m, query.user.user_id) for m in page.memories],
+                memories=[convert.memory(m, query.user.user_id, strength) for m in page.memories],
                 next_page_token=page.next_cursor,
             )
 
@@ -207,5 +228,15 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
                 nodes_unchanged=report.nodes_unchanged,
                 edges=report.edges,
             )
+
+        return await _unary(context, call)
+
+    async def GetProfile(
+        self, request: ppb.GetProfileRequest, context: Context
+    ) -> ppb.GetProfileResponse:
+        async def call() -> ppb.GetProfileResponse:
+            query = profile_rpc.request(current_tenant(), request)
+            profile = await self._s.profile.get(query)
+            return profile_rpc.response(profile, query.user.user_id)
 
         return await _unary(context, call)

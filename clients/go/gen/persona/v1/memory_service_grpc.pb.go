@@ -29,6 +29,7 @@ const (
 	MemoryService_DeleteUser_FullMethodName    = "/persona.v1.MemoryService/DeleteUser"
 	MemoryService_ExportGraph_FullMethodName   = "/persona.v1.MemoryService/ExportGraph"
 	MemoryService_ImportGraph_FullMethodName   = "/persona.v1.MemoryService/ImportGraph"
+	MemoryService_GetProfile_FullMethodName    = "/persona.v1.MemoryService/GetProfile"
 )
 
 // MemoryServiceClient is the client API for MemoryService service.
@@ -52,6 +53,7 @@ type MemoryServiceClient interface {
 	Recall(ctx context.Context, in *RecallRequest, opts ...grpc.CallOption) (*RecallResponse, error)
 	// AskStructured answers a question from the user's memories as JSON valid against a caller's
 	// JSON Schema, with the memories it relied on. Needs an LLM (FAILED_PRECONDITION otherwise).
+	// Its one side effect: the cited memories are reinforced (Reinforcement.cited_count).
 	AskStructured(ctx context.Context, in *AskStructuredRequest, opts ...grpc.CallOption) (*AskStructuredResponse, error)
 	// StreamContext sends a snapshot of the context for a user (and optional query), then
 	// updates as memories enter, change in or leave that context, with periodic heartbeats.
@@ -74,6 +76,10 @@ type MemoryServiceClient interface {
 	// provenance, the chain, validity and extraction state. Validated whole before anything is
 	// written; importing the same graph again changes nothing.
 	ImportGraph(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportGraphRequest, ImportGraphResponse], error)
+	// GetProfile returns who the user is now, assembled from the graph without an LLM: the
+	// strongest psyche items, active goals, key entities, recent episodes, counts and a context
+	// block ready for a prompt.
+	GetProfile(ctx context.Context, in *GetProfileRequest, opts ...grpc.CallOption) (*GetProfileResponse, error)
 }
 
 type memoryServiceClient struct {
@@ -205,6 +211,16 @@ func (c *memoryServiceClient) ImportGraph(ctx context.Context, opts ...grpc.Call
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MemoryService_ImportGraphClient = grpc.ClientStreamingClient[ImportGraphRequest, ImportGraphResponse]
 
+func (c *memoryServiceClient) GetProfile(ctx context.Context, in *GetProfileRequest, opts ...grpc.CallOption) (*GetProfileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetProfileResponse)
+	err := c.cc.Invoke(ctx, MemoryService_GetProfile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MemoryServiceServer is the server API for MemoryService service.
 // All implementations must embed UnimplementedMemoryServiceServer
 // for forward compatibility.
@@ -226,6 +242,7 @@ type MemoryServiceServer interface {
 	Recall(context.Context, *RecallRequest) (*RecallResponse, error)
 	// AskStructured answers a question from the user's memories as JSON valid against a caller's
 	// JSON Schema, with the memories it relied on. Needs an LLM (FAILED_PRECONDITION otherwise).
+	// Its one side effect: the cited memories are reinforced (Reinforcement.cited_count).
 	AskStructured(context.Context, *AskStructuredRequest) (*AskStructuredResponse, error)
 	// StreamContext sends a snapshot of the context for a user (and optional query), then
 	// updates as memories enter, change in or leave that context, with periodic heartbeats.
@@ -248,6 +265,10 @@ type MemoryServiceServer interface {
 	// provenance, the chain, validity and extraction state. Validated whole before anything is
 	// written; importing the same graph again changes nothing.
 	ImportGraph(grpc.ClientStreamingServer[ImportGraphRequest, ImportGraphResponse]) error
+	// GetProfile returns who the user is now, assembled from the graph without an LLM: the
+	// strongest psyche items, active goals, key entities, recent episodes, counts and a context
+	// block ready for a prompt.
+	GetProfile(context.Context, *GetProfileRequest) (*GetProfileResponse, error)
 	mustEmbedUnimplementedMemoryServiceServer()
 }
 
@@ -287,6 +308,9 @@ func (UnimplementedMemoryServiceServer) ExportGraph(*ExportGraphRequest, grpc.Se
 }
 func (UnimplementedMemoryServiceServer) ImportGraph(grpc.ClientStreamingServer[ImportGraphRequest, ImportGraphResponse]) error {
 	return status.Error(codes.Unimplemented, "method ImportGraph not implemented")
+}
+func (UnimplementedMemoryServiceServer) GetProfile(context.Context, *GetProfileRequest) (*GetProfileResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetProfile not implemented")
 }
 func (UnimplementedMemoryServiceServer) mustEmbedUnimplementedMemoryServiceServer() {}
 func (UnimplementedMemoryServiceServer) testEmbeddedByValue()                       {}
@@ -464,6 +488,24 @@ func _MemoryService_ImportGraph_Handler(srv interface{}, stream grpc.ServerStrea
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MemoryService_ImportGraphServer = grpc.ClientStreamingServer[ImportGraphRequest, ImportGraphResponse]
 
+func _MemoryService_GetProfile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetProfileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).GetProfile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_GetProfile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).GetProfile(ctx, req.(*GetProfileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MemoryService_ServiceDesc is the grpc.ServiceDesc for MemoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -498,6 +540,10 @@ var MemoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteUser",
 			Handler:    _MemoryService_DeleteUser_Handler,
+		},
+		{
+			MethodName: "GetProfile",
+			Handler:    _MemoryService_GetProfile_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
