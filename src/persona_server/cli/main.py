@@ -16,6 +16,7 @@ from persona_server.cli import (
     commands_graph,
     commands_ingest,
     commands_manage,
+    commands_profile,
     commands_query,
     commands_serve,
 )
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_parent = client_options()
     commands_ingest.register(commands, client_parent)
     commands_query.register(commands, client_parent)
+    commands_profile.register(commands, client_parent)
     commands_manage.register(commands, client_parent)
     commands_graph.register(commands, client_parent)
     return parser
