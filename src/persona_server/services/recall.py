@@ -75,6 +75,9 @@ class RecallTuning:
     passage_gap_s: float = 3600.0
     # A joined episode scores at least this share of its passage's leader.
     passage_floor: float = 0.45
+    # Strength (domain.strength at as_of) as a signal: a fetched candidate's score is scaled by
+    # 1 + weight * strength. Off: on the LoCoMo dev halves it did not help (BENCHMARKS.md).
+    strength_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ class RecallService:
             tried = set(memories)
         for memory_id, hits in expansion_hits.items():
             channels[memory_id].extend(hits)
+        if t.strength_weight:
+            scores, ranked = self._strengthened(q, scores, ranked, memories)
 
         while True:
             groups, complete = self._final_passages(ranked, scores, tried, memories, found, q, size)
@@ -272,6 +277,21 @@ class RecallService:
         before_cut = set(ranked[:cut])
         leaders = sum(1 for i in usable if i in before_cut)
         return self._passages(usable, scores, found, memories, limit, size, leaders), False
+
+    def _strengthened(
+        self,
+        q: RecallQuery,
+        scores: dict[str, float],
+        ranked: list[str],
+        memories: dict[str, Memory],
+    ) -> tuple[dict[str, float], list[str]]:
+        at = q.filter.as_of or self._clock()
+        weight = self._tuning.strength_weight
+        out = dict(scores)
+        for memory_id, memory in memories.items():
+            if memory_id in out:
+                out[memory_id] *= 1 + weight * self._decay.strength(memory, at)
+        return out, sorted(ranked, key=out.__getitem__, reverse=True)
 
     def _awake(self, q: RecallQuery) -> Callable[[Memory], bool]:
         if q.include_dormant:
