@@ -27,8 +27,10 @@ type GetProfileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The user (1 to 128 characters).
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	// The profile as of this time: strength is computed then, and only memories recorded by
-	// then and valid then count. Unset: now.
+	// The profile as of this time: strength is computed then, memories recorded after it (and
+	// episodes that happened after it) are left out, and so are the counts of memories recorded
+	// after it. Memories invalidated since (a contradicted fact, a replaced goal) are left out
+	// whatever the time. Unset: now.
 	AsOf *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
 	// At most this many items per group, 1 to 100; 0 means 10.
 	MaxItems int32 `protobuf:"varint,3,opt,name=max_items,json=maxItems,proto3" json:"max_items,omitempty"`

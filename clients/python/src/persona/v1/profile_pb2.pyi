@@ -40,8 +40,10 @@ class GetProfileRequest(_message.Message):
     """
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
-        """The profile as of this time: strength is computed then, and only memories recorded by
-        then and valid then count. Unset: now.
+        """The profile as of this time: strength is computed then, memories recorded after it (and
+        episodes that happened after it) are left out, and so are the counts of memories recorded
+        after it. Memories invalidated since (a contradicted fact, a replaced goal) are left out
+        whatever the time. Unset: now.
         """
 
     def __init__(

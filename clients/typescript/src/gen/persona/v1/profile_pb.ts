@@ -30,8 +30,10 @@ export type GetProfileRequest = Message<"persona.v1.GetProfileRequest"> & {
   userId: string;
 
   /**
-   * The profile as of this time: strength is computed then, and only memories recorded by
-   * then and valid then count. Unset: now.
+   * The profile as of this time: strength is computed then, memories recorded after it (and
+   * episodes that happened after it) are left out, and so are the counts of memories recorded
+   * after it. Memories invalidated since (a contradicted fact, a replaced goal) are left out
+   * whatever the time. Unset: now.
    *
    * @generated from field: google.protobuf.Timestamp as_of = 2;
    */
