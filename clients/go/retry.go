@@ -108,6 +108,7 @@ var retrySafeMethods = map[string]bool{
 	personav1.MemoryService_ListMemories_FullMethodName:  true,
 	personav1.MemoryService_DeleteMemory_FullMethodName:  true,
 	personav1.MemoryService_DeleteUser_FullMethodName:    true,
+	personav1.MemoryService_GetProfile_FullMethodName:    true,
 }
 
 // RetrySafe reports whether a call of method (a full gRPC method name) with this request may be
