@@ -32,6 +32,7 @@ from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.profile import ProfileService
 from persona_server.services.quotas import Quotas
 from persona_server.services.recall import RecallService
+from persona_server.services.retention import RetentionJob
 from persona_server.services.user_profile import UserProfileService
 from persona_server.transport.keys import KeySource
 from persona_server.transport.server import RunningServer, start_grpc_server
@@ -85,6 +86,7 @@ class App:
     owns_embedder: bool
     extraction: Extraction | None = None
     pruner: ChangeLogPruner | None = None
+    retention: RetentionJob | None = None
 
     @property
     def port(self) -> int:
@@ -96,6 +98,8 @@ class App:
         await self.services.feed.hub.close()
         if self.pruner is not None:
             await self.pruner.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         if self.extraction is not None:
             # First, and without waiting on the LLM: in-flight extractions are cancelled and
             # stay pending in the store; Ingest calls waiting on them return their state.
@@ -238,7 +242,15 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     _observe_backlog(extraction.worker)
     pruner = ChangeLogPruner(store, settings.change_log_max_age_s)
     pruner.start()
-    return App(settings, store, emb, services, server, owns_embedder, extraction, pruner)
+    retention = RetentionJob(
+        store,
+        lambda tenant: limits_for(tenant).retention_days,
+        notifier,
+        interval_s=settings.retention_interval_s,
+        batch=settings.retention_batch,
+    )
+    retention.start()
+    return App(settings, store, emb, services, server, owns_embedder, extraction, pruner, retention)
 
 
 def _observe_backlog(worker: ExtractionWorker) -> None:

@@ -56,6 +56,23 @@ class Settings(BaseSettings):
     quota_bytes_per_tenant: int = Field(
         0, ge=0, description="UTF-8 bytes of memory text one tenant may hold; 0 = no quota"
     )
+    retention_days: int = Field(
+        0,
+        ge=0,
+        description="episodes whose event time is more than this many days ago are deleted, "
+        "with what was derived only from them; 0 = kept forever (a tenant line in the key "
+        "file may set its own retention_days)",
+    )
+    retention_interval_s: float = Field(
+        3600.0, gt=0, description="how often the retention job looks for expired episodes"
+    )
+    retention_batch: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="episodes the retention job deletes per store transaction: smaller holds "
+        "each user's write lock for less time, larger finishes a pass sooner",
+    )
     max_message_bytes: int = Field(4 * 1024 * 1024, description="max gRPC message size")
     shutdown_grace_s: float = Field(10.0, description="seconds in-flight RPCs get on SIGTERM")
     log_level: str = Field("INFO", description="log level")
@@ -219,6 +236,7 @@ class Settings(BaseSettings):
             rate_limit_burst=self.rate_limit_burst,
             quota_memories_per_user=self.quota_memories_per_user,
             quota_bytes_per_tenant=self.quota_bytes_per_tenant,
+            retention_days=self.retention_days,
         )
 
     @property

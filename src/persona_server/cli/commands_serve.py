@@ -45,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"INVALID_ARGUMENT: {problems}") from None
 
     from persona_server.app import serve
+    from persona_server.transport.keys import ApiKeyConfigError
 
-    serve(settings)
+    try:
+        serve(settings)
+    except ApiKeyConfigError as exc:
+        # A bad key file (a malformed line, a limit or retention_days that is not a
+        # non-negative number) is the operator's input: say where, without a traceback.
+        raise UsageError(f"INVALID_ARGUMENT: {exc}") from None
     return 0

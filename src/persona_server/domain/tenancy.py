@@ -1,5 +1,6 @@
-"""What a tenant may do: request rate and storage quotas, server-wide defaults with per-tenant
-overrides (from the key file). Transport enforces the rate, services the quotas."""
+"""What a tenant may do: request rate and storage quotas, and how long its episodes are kept;
+server-wide defaults with per-tenant overrides (from the key file). Transport enforces the
+rate, services the quotas and the retention policy."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ class TenantLimits:
     rate_limit_burst: int = 0  # requests allowed at once above the rate; 0 = one second's worth
     quota_memories_per_user: int = 0  # memories of every type one user may hold
     quota_bytes_per_tenant: int = 0  # UTF-8 bytes of text the tenant's memories may hold
+    # Episodes whose event time is more than this many days ago are deleted, with what was
+    # derived only from them (services/retention.py); 0 keeps them forever.
+    retention_days: int = 0
 
     @property
     def burst(self) -> float:

@@ -174,6 +174,16 @@ class EmbeddingMismatchError(Exception):
     """The store was built with another embedding model or dimension than the one configured."""
 
 
+@dataclass(frozen=True)
+class ExpiredEpisodes:
+    """What one `EpisodeOps.expire` batch removed from one user."""
+
+    user: UserRef
+    episodes: int  # episodes deleted
+    derived: int  # derived memories deleted because only those episodes supported them
+    kept: int  # derived memories that stay (another episode supports them), minus those links
+
+
 class EpisodeOps(Protocol):
     async def put_batch(
         self, user: UserRef, episodes: Sequence[Episode], vectors: Vectors, *, replace: bool
@@ -204,6 +214,17 @@ class EpisodeOps(Protocol):
 
     async def due_for_extraction(self, now: datetime, limit: int) -> list[tuple[UserRef, Episode]]:
         """Episodes across all tenants whose extraction is pending or failed and due by `now`."""
+        ...
+
+    async def expire(self, tenant: str, before: datetime, limit: int) -> list[ExpiredEpisodes]:
+        """Retention: delete up to `limit` episodes of the tenant's users whose event time
+        (`occurred_at`, record time when unset: the chain position) is before `before`, each
+        user's oldest first, in one transaction, with the same cascade as deleting each one
+        (`MemoryOps.delete`): memories derived only from deleted episodes go (vectors and
+        full-text entries with them), memories also derived from a kept episode lose the
+        deleted links and one `mention_count` per link, the chain is relinked around the
+        gaps and every change is in the change log. One entry per user touched; callers
+        repeat while the episodes sum to `limit`. Idempotent: what is gone is not found."""
         ...
 
     async def extraction_backlog(self) -> int:
@@ -330,6 +351,10 @@ class UserOps(Protocol):
 
     async def release_extraction(self, user: UserRef, owner: str) -> None:
         """Give the user's extraction lease up, if `owner` holds it."""
+        ...
+
+    async def tenants(self) -> list[str]:
+        """Every tenant that has a user in the store, sorted (retention walks them)."""
         ...
 
     async def delete(self, user: UserRef) -> int:

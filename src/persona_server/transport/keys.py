@@ -5,12 +5,12 @@ from a key file (production), so a memory dump or a leaked file does not leak ke
 file has two kinds of lines:
 
     sha256:<64 hex digits> <tenant>
-    tenant <tenant> quota_memories_per_user=100000 rate_limit_rps=50 ...
+    tenant <tenant> quota_memories_per_user=100000 rate_limit_rps=50 retention_days=30 ...
 
-The second kind overrides the server-wide `PERSONA_RATE_LIMIT_*` / `PERSONA_QUOTA_*` defaults
-for one tenant. `KeySource` watches the file and swaps in a new key ring when it changes
-(rotation without a restart); a file that no longer parses is refused and the previous ring
-kept, so a bad edit never locks everyone out.
+The second kind overrides the server-wide `PERSONA_RATE_LIMIT_*` / `PERSONA_QUOTA_*` /
+`PERSONA_RETENTION_DAYS` defaults for one tenant. `KeySource` watches the file and swaps in a
+new key ring when it changes (rotation without a restart); a file that no longer parses is
+refused and the previous ring kept, so a bad edit never locks everyone out.
 """
 
 from __future__ import annotations

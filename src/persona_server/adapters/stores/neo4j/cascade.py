@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from neo4j import AsyncManagedTransaction
 
@@ -23,13 +24,22 @@ UNWIND $ids AS id
 MATCH (e:Memory {tenant: $tenant, user_id: $user_id, id: id})<-[r:DERIVED_FROM]-(d)
 WHERE e:Episode AND d.tenant = $tenant AND d.user_id = $user_id
 DELETE r
-RETURN DISTINCT d.id AS id
+RETURN d.id AS id, count(*) AS links
 """
 
 _STILL_DERIVED = """
 UNWIND $ids AS id
 MATCH (d:Memory {tenant: $tenant, user_id: $user_id, id: id})
 RETURN d.id AS id, d.type AS type, EXISTS { (d)-[:DERIVED_FROM]->() } AS kept
+"""
+
+# A kept memory loses one mention per link removed (never below 1): the count must not keep
+# testifying to a deleted episode.
+_UNMENTION = """
+UNWIND $cuts AS cut
+MATCH (d:Memory {tenant: $tenant, user_id: $user_id, id: cut.id})
+SET d.mention_count = CASE WHEN d.mention_count - cut.links < 1 THEN 1
+                           ELSE d.mention_count - cut.links END
 """
 
 _CUT_MENTIONS = """
@@ -57,21 +67,41 @@ async def detach_episodes(
     tx: AsyncManagedTransaction, user: UserRef, episode_ids: Sequence[str], changes: ChangeLog
 ) -> list[str]:
     """Remove what the episodes contributed; returns ids of the memories deleted as a result."""
+    return (await cut_episodes(tx, user, episode_ids, changes)).deleted
+
+
+@dataclass(frozen=True)
+class Detached:
+    deleted: list[str]  # derived only from the episodes: deleted
+    kept: list[str]  # also derived from another episode: kept, minus the links
+
+
+async def cut_episodes(
+    tx: AsyncManagedTransaction, user: UserRef, episode_ids: Sequence[str], changes: ChangeLog
+) -> Detached:
+    """`detach_episodes`, telling deleted memories from kept ones."""
     if not episode_ids:
-        return []
+        return Detached([], [])
     params = {**user_params(user), "ids": list(episode_ids)}
-    derived = [r["id"] for r in await rows(tx, _CUT_DERIVED, params)]
+    links: dict[str, int] = {}
+    for r in await rows(tx, _CUT_DERIVED, params):
+        links[r["id"]] = links.get(r["id"], 0) + int(r["links"])
     await run(tx, _CUT_MENTIONS, params)
-    if not derived:
-        return []
-    found = await rows(tx, _STILL_DERIVED, {**params, "ids": derived})
+    if not links:
+        return Detached([], [])
+    found = await rows(tx, _STILL_DERIVED, {**params, "ids": list(links)})
     orphans: list[str] = []
+    kept: list[str] = []
     for r in found:
         if r["kept"]:
             changes.add(ChangeKind.UPDATED, r["id"], r["type"])
+            kept.append(r["id"])
         else:
             orphans.append(r["id"])
-    return await delete_memories(tx, user, orphans, changes)
+    if kept:
+        cuts = [{"id": i, "links": links[i]} for i in kept]
+        await run(tx, _UNMENTION, {**user_params(user), "cuts": cuts})
+    return Detached(await delete_memories(tx, user, orphans, changes), kept)
 
 
 async def delete_memories(

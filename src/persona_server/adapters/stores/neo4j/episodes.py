@@ -11,6 +11,7 @@ import numpy.typing as npt
 from neo4j import AsyncManagedTransaction
 
 from persona_server.adapters.stores.batch_plan import StoredSource, checked_episodes, plan_batch
+from persona_server.adapters.stores.neo4j import retention
 from persona_server.adapters.stores.neo4j.cascade import detach_episodes
 from persona_server.adapters.stores.neo4j.chain import ChainEdit, append, tail
 from persona_server.adapters.stores.neo4j.changes import ChangeLog
@@ -35,6 +36,7 @@ from persona_server.domain.models import (
 from persona_server.ports.graph_store import (
     CHANGE_LOG_MAX_ENTRIES,
     EpisodeWriteResult,
+    ExpiredEpisodes,
     Vectors,
 )
 
@@ -247,6 +249,11 @@ class Neo4jEpisodeOps:
             assert isinstance(memory, Episode)
             out.append((UserRef(tenant=r["tenant"], user_id=r["user_id"]), memory))
         return out
+
+    async def expire(self, tenant: str, before: datetime, limit: int) -> list[ExpiredEpisodes]:
+        return await retention.expire(
+            self._conn, tenant, before, limit, self.change_log_max_entries
+        )
 
     async def extraction_backlog(self) -> int:
         async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Search: vector similarity, full-text, and graph expansion.
 
 Vector search (`vector`):
-- Users that fit the per-replica cache (vectors.py) get exact cosine over their own vectors.
+- Users that fit the per-replica cache (vectors.py) get cosine over their own vectors (exact,
+  or above 20,000 vectors a projected first pass with exact re-scoring: vector_matrix.py).
 - Otherwise the native vector index answers: `db.index.vector.queryNodes` over-fetches
   (`_ann_depth`) and the candidates are checked for tenant, user and filter. Neo4j 5.26 has no
   pre-filtered vector search, so this returns the global nearest neighbours of every user: it

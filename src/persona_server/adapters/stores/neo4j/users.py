@@ -107,6 +107,12 @@ DETACH DELETE u
 """
 
 
+_TENANTS = """
+MATCH (u:PersonaUser) WHERE u.tenant IS NOT NULL
+RETURN DISTINCT u.tenant AS tenant ORDER BY tenant
+"""
+
+
 # Read after the user's write lock is held (lock_user), so two replicas never both see the
 # lease free: the second one's read waits for the first one's commit.
 _LEASE = """
@@ -164,6 +170,12 @@ class Neo4jUserOps:
             await run(tx, _RELEASE_LEASE, {**user_params(user), "owner": owner})
 
         await self._conn.write(work)
+
+    async def tenants(self) -> list[str]:
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            return await rows(tx, _TENANTS, {})
+
+        return [r["tenant"] for r in await self._conn.read(work)]
 
     async def delete(self, user: UserRef) -> int:
         """One transaction: the user vanishes whole or not at all.

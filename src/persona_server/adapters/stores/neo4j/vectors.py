@@ -42,7 +42,8 @@ from persona_server.adapters.stores.neo4j.codec import user_params
 from persona_server.adapters.stores.neo4j.driver import Connection, rows
 from persona_server.adapters.stores.neo4j.users import UserHead, fetch_head
 
-# The embedded store's in-memory matrix: same filter semantics, same exact search.
+# The embedded store's in-memory matrix: same filter semantics, same search (exact, or two-pass
+# with exact scores above 20,000 vectors).
 from persona_server.adapters.stores.vector_matrix import Change, UserVectors, VectorRow
 from persona_server.domain.models import UserRef
 from persona_server.ports.graph_store import MemoryFilter

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from persona_server.adapters.stores.sqlite.changes import ChangeLog
 from persona_server.adapters.stores.sqlite.codec import chunks
@@ -20,23 +22,50 @@ def detach_episode(
     conn: sqlite3.Connection, user_key: int, episode_rowid: int, changes: ChangeLog
 ) -> list[str]:
     """Remove what the episode contributed; returns ids of the memories deleted as a result."""
-    derived = conn.execute(
-        "SELECT m.rowid, m.id, m.type FROM provenance p "
-        "JOIN memories m ON m.rowid = p.memory_rowid WHERE p.episode_rowid = ?",
-        (episode_rowid,),
-    ).fetchall()
-    conn.execute("DELETE FROM provenance WHERE episode_rowid = ?", (episode_rowid,))
-    conn.execute("DELETE FROM mentions WHERE episode_rowid = ?", (episode_rowid,))
+    return detach_episodes(conn, user_key, [episode_rowid], changes).deleted
+
+
+@dataclass(frozen=True)
+class Detached:
+    deleted: list[str]  # derived only from the episodes: deleted
+    kept: list[str]  # also derived from another episode: kept, minus the links
+
+
+def detach_episodes(
+    conn: sqlite3.Connection, user_key: int, episode_rowids: Sequence[int], changes: ChangeLog
+) -> Detached:
+    """Remove what the episodes contributed, all at once (a memory supported by two of them
+    is an orphan, not an update then a delete). A kept memory loses one mention per link
+    removed (never below 1): the count must not keep testifying to a deleted episode."""
+    removed: dict[int, list[Any]] = {}
+    for chunk in chunks(episode_rowids):
+        marks = ",".join("?" * len(chunk))
+        for rowid, memory_id, memory_type, links in conn.execute(
+            "SELECT m.rowid, m.id, m.type, count(*) FROM provenance p "
+            "JOIN memories m ON m.rowid = p.memory_rowid "
+            f"WHERE p.episode_rowid IN ({marks}) GROUP BY m.rowid",
+            chunk,
+        ):
+            entry = removed.setdefault(rowid, [memory_id, memory_type, 0])
+            entry[2] += links
+        conn.execute(f"DELETE FROM provenance WHERE episode_rowid IN ({marks})", chunk)
+        conn.execute(f"DELETE FROM mentions WHERE episode_rowid IN ({marks})", chunk)
     orphans: list[int] = []
-    for rowid, memory_id, memory_type in derived:
+    kept: list[str] = []
+    for rowid, (memory_id, memory_type, links) in removed.items():
         left = conn.execute(
             "SELECT 1 FROM provenance WHERE memory_rowid = ? LIMIT 1", (rowid,)
         ).fetchone()
         if left is None:
             orphans.append(rowid)
-        else:
-            changes.add(ChangeKind.UPDATED, memory_id, memory_type)
-    return delete_rows(conn, user_key, orphans, changes)
+            continue
+        conn.execute(
+            "UPDATE memories SET mention_count = max(1, mention_count - ?) WHERE rowid = ?",
+            (links, rowid),
+        )
+        changes.add(ChangeKind.UPDATED, memory_id, memory_type)
+        kept.append(memory_id)
+    return Detached(delete_rows(conn, user_key, orphans, changes), kept)
 
 
 def delete_rows(

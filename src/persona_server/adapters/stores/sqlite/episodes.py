@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from persona_server.adapters.stores.batch_plan import StoredSource, checked_episodes, plan_batch
+from persona_server.adapters.stores.sqlite import retention
 from persona_server.adapters.stores.sqlite.cascade import detach_episode
 from persona_server.adapters.stores.sqlite.changes import ChangeLog
 from persona_server.adapters.stores.sqlite.codec import (
@@ -35,6 +36,7 @@ from persona_server.domain.models import (
 )
 from persona_server.ports.graph_store import (
     EpisodeWriteResult,
+    ExpiredEpisodes,
     Vectors,
 )
 
@@ -216,6 +218,9 @@ class SqliteEpisodeOps:
             return out
 
         return await self._ctx.db.read(run)
+
+    async def expire(self, tenant: str, before: datetime, limit: int) -> list[ExpiredEpisodes]:
+        return await retention.expire(self._ctx, tenant, before, limit)
 
     async def extraction_backlog(self) -> int:
         def run(conn: sqlite3.Connection) -> int:

@@ -128,6 +128,12 @@ class SqliteUserOps:
 
         await self._ctx.db.write(run)
 
+    async def tenants(self) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            return [t for (t,) in conn.execute("SELECT DISTINCT tenant FROM users ORDER BY tenant")]
+
+        return await self._ctx.db.read(run)
+
     async def delete(self, user: UserRef) -> int:
         def run(conn: sqlite3.Connection) -> int:
             with write_transaction(conn):

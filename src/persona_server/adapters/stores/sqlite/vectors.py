@@ -1,4 +1,5 @@
-"""Exact cosine search over a per-user matrix cached in memory.
+"""Cosine search over a per-user matrix cached in memory (exact, or two-pass with exact scores
+for a user above 20,000 vectors: vector_matrix.py).
 
 A user's vectors are loaded from their BLOBs on the first search and then kept in step by the
 writer thread, which applies each committed change (upsert by id, removal, user drop) right after
