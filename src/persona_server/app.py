@@ -35,7 +35,6 @@ from persona_server.services.profile import ProfileService
 from persona_server.services.quotas import Quotas
 from persona_server.services.recall import RecallService
 from persona_server.services.retention import RetentionJob
-from persona_server.services.user_profile import UserProfileService
 from persona_server.transport.keys import KeySource
 from persona_server.transport.server import RunningServer, start_grpc_server
 from persona_server.transport.servicer import Services
@@ -189,7 +188,7 @@ def build_extraction(
         concurrency=settings.extraction_concurrency,
         lease_s=settings.extraction_lease_s,
     )
-    ask = LlmAskService(recall, llm, limits, store=store, notifier=notifier)
+    ask = LlmAskService(recall, llm, limits)
     return Extraction(pipeline, WorkerExtraction(worker), worker, ask, llm)
 
 
@@ -211,9 +210,7 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     store = build_store(settings)
     await store.open(embedding_model=emb.model_id, dimension=emb.dimension)
     notifier = ChangeNotifier()
-    decay = settings.decay
-    recall = RecallService(store, emb, time_spans=query_time_spans, decay=decay)
-    profile = ProfileService(store, decay=decay)
+    recall = RecallService(store, emb, time_spans=query_time_spans)
     extraction = build_extraction(settings, store, emb, notifier, recall)
     services = Services(
         ingest=IngestService(
@@ -224,7 +221,7 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         feed=ContextFeed(
             FeedHub(
                 store,
-                ContextSource(recall, profile, emb),
+                ContextSource(recall, ProfileService(store), emb),
                 notifier,
                 poll_s=settings.stream_poll_s,
                 buffer_limit=settings.stream_buffer,
@@ -234,8 +231,6 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         graph_export=GraphExportService(store),
         graph_import=GraphImportService(store, emb, notifier),
         knowledge=KnowledgeService(store, llm_configured=settings.llm_configured),
-        profile=UserProfileService(store, profile),
-        decay=decay,
     )
     try:
         server = await start_grpc_server(settings, services, keys, store.ping, limits_for)

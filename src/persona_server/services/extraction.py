@@ -124,10 +124,7 @@ class _Overlay:
 
 
 def _cite(memory: Memory, episode: Episode, now: datetime, *, reinforce: bool) -> Memory:
-    """Add the episode to a memory's provenance; count it as a confirmation when it is new.
-
-    The reinforcement is dated in event time (the episode's), as decay is: a back-filled old
-    mention does not make a memory look fresh, and never moves its last reinforcement back."""
+    """Add the episode to a memory's provenance; count it as a confirmation when it is new."""
     if episode.id in memory.episode_ids:
         return memory
     update: dict[str, object] = {}
@@ -137,9 +134,7 @@ def _cite(memory: Memory, episode: Episode, now: datetime, *, reinforce: bool) -
         update["source_ids"] = [*memory.source_ids, episode.source_id]
     if reinforce:
         update["mention_count"] = memory.mention_count + 1
-        when = episode.occurred_at or now
-        last = memory.last_reinforced_at
-        update["last_reinforced_at"] = when if last is None or when > last else last
+        update["last_reinforced_at"] = now
     return memory.model_copy(update=update)
 
 
@@ -153,8 +148,7 @@ def _origin(
         "valid_from": valid_from or when,
         "source_ids": [episode.source_id],
         "episode_ids": [episode.id],
-        # Event time, as decay is (domain.strength).
-        "last_reinforced_at": when,
+        "last_reinforced_at": now,
         "metadata": episode.metadata,
     }
 

@@ -55,11 +55,10 @@ class ContextSpec:
     query: str
     max_results: int
     types: frozenset[MemoryType]
-    include_dormant: bool = False
 
     @classmethod
     def of(cls, q: StreamQuery) -> ContextSpec:
-        return cls(q.query, q.max_results, q.types, q.include_dormant)
+        return cls(q.query, q.max_results, q.types)
 
 
 class ContextSource:
@@ -87,13 +86,10 @@ class ContextSource:
                     filter=MemoryFilter(types=spec.types),
                     query_vector=query_vector,
                     passages=False,
-                    include_dormant=spec.include_dormant,
                 )
             )
             return View.ranked(outcome.results, by_type=False)
-        profile = await self._profile.profile(
-            user, limit=spec.max_results, types=spec.types, include_dormant=spec.include_dormant
-        )
+        profile = await self._profile.profile(user, limit=spec.max_results, types=spec.types)
         return View.ranked(profile.scored(), by_type=True)
 
 
