@@ -14,6 +14,9 @@
 - Once a call has failed for lack of a server, later calls make one attempt instead of retrying
   for `max_retry_time_s`: during an outage an RPC fails in milliseconds rather than holding its
   deadline. The first call or ping that succeeds restores full retries.
+- After an outage, until the store has verified its schema again (`schema_pending`), any
+  server error is `StoreUnavailableError` too: a database that came back without its indexes
+  fails statements that need them, which is the outage's tail, not a bug.
 """
 
 from __future__ import annotations
@@ -99,6 +102,10 @@ class Connection:
         self.reachable = True
         # Listeners told about outages (the store re-checks its schema after one).
         self.on_outage: Callable[[], None] = lambda: None
+        # True from an outage until the store has re-created its constraints and indexes: a
+        # database that came back empty (restored, replaced) fails statements on a missing
+        # index meanwhile, and those calls are to be retried, not reported as bugs.
+        self.schema_pending = False
 
     @property
     def is_open(self) -> bool:
@@ -142,6 +149,12 @@ class Connection:
 
     def _failed(self, exc: BaseException) -> StoreUnavailableError | None:
         mapped = unavailable(exc)
+        if mapped is None and self.schema_pending and isinstance(exc, Neo4jError):
+            log.warning(
+                "Neo4j statement failed while the schema is being restored",
+                extra={"error": f"{type(exc).__name__}: {exc}"},
+            )
+            return StoreUnavailableError("Neo4j is back; its schema is still being restored")
         if mapped is None:
             return None
         detail = {"error": f"{type(exc).__name__}: {exc}"}

@@ -161,6 +161,7 @@ class Neo4jGraphStore:
         return False
 
     def _outage(self) -> None:
+        self._conn.schema_pending = True
         if self._schema_ready:
             self._schema_ready = False
 
@@ -177,6 +178,7 @@ class Neo4jGraphStore:
         # a backup): start the vector cache afresh rather than trust what it holds.
         self._cache.clear()
         self._schema_ready = True
+        self._conn.schema_pending = False
         log.warning("Neo4j reachable again; schema verified")
 
 
