@@ -8,14 +8,13 @@ is a no-op. A resume token that pointed into what was pruned is answered with OU
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from persona_server.ports.graph_store import GraphStore
 from persona_server.services.ingest import utcnow
+from persona_server.services.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,11 @@ class ChangeLogPruner:
     ) -> None:
         self._store = store
         self._max_age = timedelta(seconds=max_age_s)
-        self._interval_s = min(INTERVAL_S, max(max_age_s / 4, 0.05))
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        interval_s = min(INTERVAL_S, max(max_age_s / 4, 0.05))
+        self._job = Periodic(
+            "persona-change-log-pruner", interval_s, self._round, "change log pruning"
+        )
 
     async def prune_once(self) -> int:
         """Remove every entry older than the max age; returns how many went."""
@@ -50,24 +51,12 @@ class ChangeLogPruner:
                 return total
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="persona-change-log-pruner")
+        self._job.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._job.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                pruned = await self.prune_once()
-                if pruned:
-                    log.info("change log pruned", extra={"entries": pruned})
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the store is down: try again at the next interval
-                log.warning("change log pruning failed", extra={"error": str(exc)})
-            await asyncio.sleep(self._interval_s)
+    async def _round(self) -> None:
+        pruned = await self.prune_once()
+        if pruned:
+            log.info("change log pruned", extra={"entries": pruned})

@@ -13,8 +13,6 @@ transaction; each is written to the audit log (counts, never text).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from persona_server.ports.graph_store import GraphStore
 from persona_server.services.ingest import utcnow
 from persona_server.services.knowledge import forget_missing
 from persona_server.services.notifier import ChangeNotifier
+from persona_server.services.periodic import Periodic
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("persona.audit")
@@ -70,10 +69,9 @@ class RetentionJob:
         self._store = store
         self._days = retention_days
         self._notifier = notifier
-        self._interval_s = interval_s
         self._batch = batch
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._job = Periodic("persona-retention", interval_s, self._round, "retention pass")
 
     async def run_once(self) -> RetentionReport:
         tenants = users = episodes = derived = kept = 0
@@ -115,34 +113,22 @@ class RetentionJob:
         return RetentionReport(tenants, users, episodes, derived, kept)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="persona-retention")
+        self._job.start()
 
     async def stop(self) -> None:
         """Cancel the job; a batch in flight commits whole or not at all."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._job.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                report = await self.run_once()
-                if report.episodes:
-                    log.info(
-                        "retention pass deleted expired episodes",
-                        extra={
-                            "tenants": report.tenants,
-                            "users": report.users,
-                            "episodes": report.episodes,
-                            "derived": report.derived,
-                            "kept": report.kept,
-                        },
-                    )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the store is down: try again at the next interval
-                log.warning("retention pass failed", extra={"error": str(exc)})
-            await asyncio.sleep(self._interval_s)
+    async def _round(self) -> None:
+        report = await self.run_once()
+        if report.episodes:
+            log.info(
+                "retention pass deleted expired episodes",
+                extra={
+                    "tenants": report.tenants,
+                    "users": report.users,
+                    "episodes": report.episodes,
+                    "derived": report.derived,
+                    "kept": report.kept,
+                },
+            )
