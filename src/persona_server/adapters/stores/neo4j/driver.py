@@ -49,6 +49,11 @@ from persona_server.ports.graph_store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
+# The only procedures the adapter calls are the full-text and vector index queries, so one of
+# them failing means its index is missing or not online: a database that came back without its
+# schema. The driver's own retries may have hidden the outage itself from us.
+_INDEX_QUERY_FAILED = "Neo.ClientError.Procedure.ProcedureCallFailed"
+
 T = TypeVar("T")
 P = ParamSpec("P")
 Work = Callable[Concatenate[AsyncManagedTransaction, P], Awaitable[T]]
@@ -149,6 +154,8 @@ class Connection:
 
     def _failed(self, exc: BaseException) -> StoreUnavailableError | None:
         mapped = unavailable(exc)
+        if isinstance(exc, Neo4jError) and exc.code == _INDEX_QUERY_FAILED:
+            self.on_outage()  # the store re-checks its schema at the next ping
         if mapped is None and self.schema_pending and isinstance(exc, Neo4jError):
             log.warning(
                 "Neo4j statement failed while the schema is being restored",
