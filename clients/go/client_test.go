@@ -202,10 +202,12 @@ func TestInvalidOptionsAreRejected(t *testing.T) {
 
 func TestRetrySafeTable(t *testing.T) {
 	cases := map[string]bool{
-		personav1.MemoryService_Recall_FullMethodName:     true,
-		personav1.MemoryService_DeleteUser_FullMethodName: true,
-		"/persona.v1.MemoryService/SomeFutureWrite":       false,
-		personav1.MemoryService_Ingest_FullMethodName:     false, // with no items
+		personav1.MemoryService_Recall_FullMethodName:             true,
+		personav1.MemoryService_DeleteUser_FullMethodName:         true,
+		personav1.MemoryService_PutKnowledgeSchema_FullMethodName: true,
+		personav1.MemoryService_GetKnowledge_FullMethodName:       true,
+		"/persona.v1.MemoryService/SomeFutureWrite":               false,
+		personav1.MemoryService_Ingest_FullMethodName:             false, // with no items
 	}
 	for method, want := range cases {
 		if got := RetrySafe(method, &personav1.IngestRequest{}); got != want {

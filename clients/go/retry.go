@@ -108,6 +108,12 @@ var retrySafeMethods = map[string]bool{
 	personav1.MemoryService_ListMemories_FullMethodName:  true,
 	personav1.MemoryService_DeleteMemory_FullMethodName:  true,
 	personav1.MemoryService_DeleteUser_FullMethodName:    true,
+	personav1.MemoryService_GetProfile_FullMethodName:    true,
+	// A schema put twice is the same schema (an upsert).
+	personav1.MemoryService_PutKnowledgeSchema_FullMethodName:    true,
+	personav1.MemoryService_ListKnowledgeSchemas_FullMethodName:  true,
+	personav1.MemoryService_DeleteKnowledgeSchema_FullMethodName: true,
+	personav1.MemoryService_GetKnowledge_FullMethodName:          true,
 }
 
 // RetrySafe reports whether a call of method (a full gRPC method name) with this request may be

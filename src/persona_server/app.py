@@ -35,6 +35,7 @@ from persona_server.services.profile import ProfileService
 from persona_server.services.quotas import Quotas
 from persona_server.services.recall import RecallService
 from persona_server.services.retention import RetentionJob
+from persona_server.services.user_profile import UserProfileService
 from persona_server.transport.keys import KeySource
 from persona_server.transport.server import RunningServer, start_grpc_server
 from persona_server.transport.servicer import Services
@@ -188,7 +189,7 @@ def build_extraction(
         concurrency=settings.extraction_concurrency,
         lease_s=settings.extraction_lease_s,
     )
-    ask = LlmAskService(recall, llm, limits)
+    ask = LlmAskService(recall, llm, limits, store=store, notifier=notifier)
     return Extraction(pipeline, WorkerExtraction(worker), worker, ask, llm)
 
 
@@ -210,7 +211,9 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     store = build_store(settings)
     await store.open(embedding_model=emb.model_id, dimension=emb.dimension)
     notifier = ChangeNotifier()
-    recall = RecallService(store, emb, time_spans=query_time_spans)
+    decay = settings.decay
+    recall = RecallService(store, emb, time_spans=query_time_spans, decay=decay)
+    profile = ProfileService(store, decay=decay)
     extraction = build_extraction(settings, store, emb, notifier, recall)
     services = Services(
         ingest=IngestService(
@@ -221,7 +224,7 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         feed=ContextFeed(
             FeedHub(
                 store,
-                ContextSource(recall, ProfileService(store), emb),
+                ContextSource(recall, profile, emb),
                 notifier,
                 poll_s=settings.stream_poll_s,
                 buffer_limit=settings.stream_buffer,
@@ -231,6 +234,8 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         graph_export=GraphExportService(store),
         graph_import=GraphImportService(store, emb, notifier),
         knowledge=KnowledgeService(store, llm_configured=settings.llm_configured),
+        profile=UserProfileService(store, profile),
+        decay=decay,
     )
     try:
         server = await start_grpc_server(settings, services, keys, store.ping, limits_for)

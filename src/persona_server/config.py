@@ -8,6 +8,13 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from persona_server.domain.models import MemoryType
+from persona_server.domain.strength import (
+    DEFAULT_DONE_GOAL_HALF_LIFE,
+    DEFAULT_FORGET_THRESHOLD,
+    DEFAULT_HALF_LIVES,
+    Decay,
+)
 from persona_server.domain.tenancy import TenantLimits
 
 
@@ -181,6 +188,33 @@ class Settings(BaseSettings):
     knowledge_poll_s: float = Field(
         2.0, gt=0, description="how often the knowledge worker looks for items to take in"
     )
+    # --- strength and forgetting (domain.strength) ---
+    decay_half_life_days_episode: float = Field(
+        DEFAULT_HALF_LIVES[MemoryType.EPISODE], gt=0, description="half-life of episodes (days)"
+    )
+    decay_half_life_days_psyche: float = Field(
+        DEFAULT_HALF_LIVES[MemoryType.PSYCHE], gt=0, description="half-life of psyche (days)"
+    )
+    decay_half_life_days_goal: float = Field(
+        DEFAULT_HALF_LIVES[MemoryType.GOAL], gt=0, description="half-life of active goals (days)"
+    )
+    decay_half_life_days_goal_done: float = Field(
+        DEFAULT_DONE_GOAL_HALF_LIFE,
+        gt=0,
+        description="half-life of achieved or abandoned goals (days)",
+    )
+    decay_half_life_days_entity: float = Field(
+        DEFAULT_HALF_LIVES[MemoryType.ENTITY], gt=0, description="half-life of entities (days)"
+    )
+    decay_half_life_days_fact: float = Field(
+        DEFAULT_HALF_LIVES[MemoryType.FACT], gt=0, description="half-life of facts (days)"
+    )
+    forget_threshold: float = Field(
+        DEFAULT_FORGET_THRESHOLD,
+        ge=0,
+        le=1,
+        description="derived memories weaker than this are dormant (hidden unless asked for)",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -207,6 +241,20 @@ class Settings(BaseSettings):
             quota_memories_per_user=self.quota_memories_per_user,
             quota_bytes_per_tenant=self.quota_bytes_per_tenant,
             retention_days=self.retention_days,
+        )
+
+    @property
+    def decay(self) -> Decay:
+        return Decay(
+            half_lives={
+                MemoryType.EPISODE: self.decay_half_life_days_episode,
+                MemoryType.PSYCHE: self.decay_half_life_days_psyche,
+                MemoryType.GOAL: self.decay_half_life_days_goal,
+                MemoryType.ENTITY: self.decay_half_life_days_entity,
+                MemoryType.FACT: self.decay_half_life_days_fact,
+            },
+            done_goal_half_life=self.decay_half_life_days_goal_done,
+            forget_threshold=self.forget_threshold,
         )
 
     @property

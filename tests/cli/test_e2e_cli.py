@@ -36,6 +36,46 @@ def _eventually(condition: Any, timeout: float = 10.0) -> bool:
     return bool(condition())
 
 
+def test_profile_json_and_text(real_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for n, text in enumerate(["I love hiking.", "I moved to Lisbon.", "I want to learn Greek."]):
+        code, _, err = _run(
+            capsys,
+            real_server,
+            "ingest",
+            "--user",
+            "cli-profile",
+            "--text",
+            text,
+            "--source-id",
+            f"p{n}",
+            "--occurred-at",
+            now,
+        )
+        assert (code, err) == (0, "")
+    code, out, err = _run(capsys, real_server, "profile", "--user", "cli-profile", "--json")
+    assert (code, err) == (0, "")
+    profile = json.loads(out)
+    assert [p["text"] for p in profile["psyche"]] and "hik" in profile["psyche"][0]["text"]
+    assert 0 < profile["psyche"][0]["strength"] <= 1
+    assert profile["goals"][0]["status"] == "active"
+    lisbon = next(e for e in profile["entities"] if e["name"] == "Lisbon")
+    assert lisbon["relation"] == "moved_to"
+    assert profile["counts"]["episodes"] == 3
+    assert "Lisbon" in profile["context_block"]
+    code, out, err = _run(capsys, real_server, "profile", "--user", "cli-profile")
+    assert (code, err) == (0, "")
+    assert out.strip() == profile["context_block"]
+    code, out, err = _run(
+        capsys, real_server, "profile", "--user", "cli-profile", "--max-items", "0"
+    )
+    assert code == 0
+    code, out, err = _run(
+        capsys, real_server, "profile", "--user", "cli-profile", "--max-items", "500"
+    )
+    assert code == 1 and "max_items" in err
+
+
 def test_ingest_file_then_recall_json(
     real_server: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -153,7 +153,10 @@ def test_a_second_import_changes_nothing_and_imports_are_change_logged(
     with PersonaClient(server.target, api_key=KEY_A) as client:
         got = client.get_memory("copy", "ps_window").memory
         assert list(got.provenance.source_ids) == ["m1", "m2"]
-        hits = client.recall("copy", "where does Sam live", types=["fact"], max_results=5)
+        # Said once in 2024, the facts are dormant by now (domain.strength): asked for.
+        hits = client.recall(
+            "copy", "where does Sam live", types=["fact"], max_results=5, include_dormant=True
+        )
         assert "fa_lives_lisbon" in [r.memory.id for r in hits.results]
         assert "fa_lived_porto" not in [r.memory.id for r in hits.results]  # history only
 

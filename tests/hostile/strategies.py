@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from persona.v1 import knowledge_pb2 as kpb
 from persona.v1 import memory_service_pb2 as svc
+from persona.v1 import profile_pb2 as ppb
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -211,6 +212,7 @@ def recall_requests() -> st.SearchStrategy[svc.RecallRequest]:
         explain=st.booleans(),
         include_history=st.booleans(),
         as_of=timestamps(),
+        include_dormant=st.booleans(),
     )
 
 
@@ -233,6 +235,7 @@ def stream_requests() -> st.SearchStrategy[svc.StreamContextRequest]:
         types=st.lists(enum_values(), max_size=4),
         resume_token=tokens(),
         heartbeat_seconds=st.one_of(st.integers(0, 300), INT32),
+        include_dormant=st.booleans(),
     )
 
 
@@ -257,6 +260,16 @@ def list_requests() -> st.SearchStrategy[svc.ListMemoriesRequest]:
 
 def delete_memory_requests() -> st.SearchStrategy[svc.DeleteMemoryRequest]:
     return st.builds(svc.DeleteMemoryRequest, user_id=user_ids(), memory_id=memory_ids())
+
+
+def profile_requests() -> st.SearchStrategy[ppb.GetProfileRequest]:
+    return st.builds(
+        ppb.GetProfileRequest,
+        user_id=user_ids(),
+        as_of=timestamps(),
+        max_items=st.one_of(st.integers(0, 100), INT32),
+        include_dormant=st.booleans(),
+    )
 
 
 def delete_user_requests() -> st.SearchStrategy[svc.DeleteUserRequest]:

@@ -65,6 +65,7 @@ RPCS = [
     Rpc("StreamContext", hs.stream_requests(), frozenset(ALWAYS | {C.OUT_OF_RANGE}), stream=True),
     Rpc("GetMemory", hs.get_requests(), frozenset(ALWAYS | {C.NOT_FOUND})),
     Rpc("ListMemories", hs.list_requests(), frozenset(ALWAYS)),
+    Rpc("GetProfile", hs.profile_requests(), frozenset(ALWAYS)),
     Rpc("DeleteMemory", hs.delete_memory_requests(), frozenset(ALWAYS | {C.NOT_FOUND}), True),
     Rpc("DeleteUser", hs.delete_user_requests(), frozenset(ALWAYS), writes=True),
     # A graph that changes between pages of an export is ABORTED (GRAPH_CHANGED).

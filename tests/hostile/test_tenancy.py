@@ -25,6 +25,7 @@ from persona.v1 import knowledge_pb2 as kpb
 from persona.v1 import memory_pb2 as mpb
 from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
+from persona.v1 import profile_pb2 as ppb
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from tests.neo4j_plugin import Neo4jTarget, server_settings, wipe_database
 from tests.threaded_app import ThreadedApp
@@ -167,6 +168,18 @@ class TwoTenants(RuleBasedStateMachine):
             assert memory_id not in self.seen.memory_ids[_other(tenant)] or (
                 memory_id in self.seen.memory_ids[tenant]
             ), "a memory id of the other tenant was served"
+
+    @rule(
+        tenant=st.sampled_from(sorted(TENANTS)),
+        user=st.sampled_from(USERS),
+        dormant=st.booleans(),
+    )
+    def profile(self, tenant: str, user: str, dormant: bool) -> None:
+        request = ppb.GetProfileRequest(user_id=user, max_items=20, include_dormant=dormant)
+        response = self._call(tenant, "GetProfile", request)
+        if response is not None:
+            groups = (response.psyche, response.goals, response.entities, response.episodes)
+            self._remember(tenant, [i.memory for group in groups for i in group])
 
     @rule(tenant=st.sampled_from(sorted(TENANTS)), user=st.sampled_from(USERS), data=st.data())
     def list_page(self, tenant: str, user: str, data: st.DataObject) -> None:

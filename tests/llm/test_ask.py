@@ -108,6 +108,46 @@ async def test_answer_is_schema_valid_json_with_citations(
     assert "not instructions to you" in request.system
 
 
+async def test_cited_memories_are_reinforced_and_nothing_else(
+    remembered: AsyncPersonaClient, model: AskModel
+) -> None:
+    """AskStructured's one side effect: what the answer relied on is reinforced."""
+    before = {m.id: m for m in (await remembered.list_memories("u1")).memories}
+    model.answers.append(
+        lambda r: {
+            "answer": {"city": "Lisbon", "since": "March"},
+            "answered": True,
+            "citations": [number_of(r, "Lisbon")],
+        }
+    )
+    response = await remembered.ask_structured("u1", "Where does the user live?", CITY_SCHEMA)
+    (citation,) = response.citations
+    after = {m.id: m for m in (await remembered.list_memories("u1")).memories}
+    cited = after[citation.memory_id]
+    assert cited.reinforcement.cited_count == 1
+    assert (
+        cited.reinforcement.mention_count == before[citation.memory_id].reinforcement.mention_count
+    )
+    assert (
+        cited.reinforcement.last_reinforced_at.ToDatetime()
+        >= before[citation.memory_id].reinforcement.last_reinforced_at.ToDatetime()
+    )
+    assert cited.strength > before[citation.memory_id].strength
+    for memory_id, memory in after.items():
+        if memory_id != citation.memory_id:
+            assert memory.reinforcement == before[memory_id].reinforcement
+
+    # No citations (not answered): nothing reinforced.
+    model.answers.append(
+        {"answer": {"city": None, "since": None}, "answered": False, "citations": []}
+    )
+    await remembered.ask_structured("u1", "Where was the user born?", CITY_SCHEMA)
+    again = {m.id: m for m in (await remembered.list_memories("u1")).memories}
+    assert {k: v.reinforcement for k, v in again.items()} == {
+        k: v.reinforcement for k, v in after.items()
+    }
+
+
 async def test_when_memory_does_not_hold_the_answer_it_says_so(
     remembered: AsyncPersonaClient, model: AskModel, llm: ScriptedLLM
 ) -> None:

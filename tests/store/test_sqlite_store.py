@@ -249,3 +249,34 @@ def test_vector_cache_replays_changes_committed_during_a_load() -> None:
     key2 = ("t", "v")
     entry2 = cache.get(key2, loader_then_user_deleted)
     assert entry2 is not None and entry2.ids == ["new"]
+
+
+async def test_a_version_1_store_gains_cited_count_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    user = new_user()
+    s = SqliteGraphStore(path)
+    await s.open(embedding_model=MODEL, dimension=DIM)
+    ep = episode("s1", "Alice likes tea.")
+    await put(s, user, [ep])
+    await s.close()
+    # What a version-1 server left: no cited_count column, version 1 in meta.
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE memories DROP COLUMN cited_count")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+    s = SqliteGraphStore(path)
+    await s.open(embedding_model=MODEL, dimension=DIM)
+    try:
+        assert (await s.memories.get_many(user, [ep.id]))[ep.id].cited_count == 0
+        assert await s.memories.reinforce(user, [ep.id], ep.recorded_at) == [ep.id]
+        assert (await s.memories.get_many(user, [ep.id]))[ep.id].cited_count == 1
+    finally:
+        await s.close()
+    conn = sqlite3.connect(path)
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    finally:
+        conn.close()
+    assert meta["schema_version"] == "2"

@@ -87,7 +87,20 @@ const SERVICE = MemoryService.typeName;
 // idempotent deletes (deleting twice leaves the same state; the replay may answer NOT_FOUND).
 // A method missing here, such as one added to the protos later, is never retried.
 const RETRY_SAFE = new Set(
-  ["Recall", "AskStructured", "StreamContext", "GetMemory", "ListMemories", "DeleteMemory", "DeleteUser"].map(
+  [
+    "Recall",
+    "AskStructured",
+    "StreamContext",
+    "GetMemory",
+    "ListMemories",
+    "DeleteMemory",
+    "DeleteUser",
+    "GetProfile",
+    "PutKnowledgeSchema", // an upsert: putting the same schema twice is one schema
+    "ListKnowledgeSchemas",
+    "DeleteKnowledgeSchema",
+    "GetKnowledge",
+  ].map(
     (m) => `${SERVICE}/${m}`,
   ),
 );

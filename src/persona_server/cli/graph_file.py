@@ -107,14 +107,9 @@ def header(user_id: str) -> dict[str, Any]:
 
 
 def _strength(memory: pb.Memory) -> float | None:
-    # `Memory.strength` arrives with the living-memory work; until then nodes carry none.
-    descriptor = pb.Memory.DESCRIPTOR.fields_by_name.get("strength")
-    if descriptor is None:
-        return None
-    message: Any = memory  # the field is absent from today's stubs
-    if descriptor.has_presence and not message.HasField("strength"):
-        return None
-    return float(message.strength)
+    # ExportGraph leaves `Memory.strength` unset (0): it moves with the clock alone, and equal
+    # graphs must give equal files. A node that carries one (a hand-built record) keeps it.
+    return memory.strength or None
 
 
 def node_json(m: pb.Memory) -> dict[str, Any]:
@@ -127,6 +122,8 @@ def node_json(m: pb.Memory) -> dict[str, Any]:
     _times(out, m, "occurred_at", "recorded_at")
     _times(out, m.validity, "valid_from", "invalid_at")
     out["mention_count"] = m.reinforcement.mention_count
+    if m.reinforcement.cited_count:  # absent means none: files from before citations hold
+        out["cited_count"] = m.reinforcement.cited_count
     _times(out, m.reinforcement, "last_reinforced_at")
     strength = _strength(m)
     if strength is not None:
@@ -209,6 +206,7 @@ def node_message(data: dict[str, Any]) -> pb.Memory:
     _set_times(m, data, "occurred_at", "recorded_at")
     _set_times(m.validity, data, "valid_from", "invalid_at")
     m.reinforcement.mention_count = data["mention_count"]
+    m.reinforcement.cited_count = data.get("cited_count", 0)
     _set_times(m.reinforcement, data, "last_reinforced_at")
     kind = data["type"]
     detail = data[kind]

@@ -17,6 +17,7 @@ from persona_server.cli import (
     commands_ingest,
     commands_knowledge,
     commands_manage,
+    commands_profile,
     commands_query,
     commands_serve,
 )
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_parent = client_options()
     commands_ingest.register(commands, client_parent)
     commands_query.register(commands, client_parent)
+    commands_profile.register(commands, client_parent)
     commands_manage.register(commands, client_parent)
     commands_graph.register(commands, client_parent)
     commands_knowledge.register(commands)

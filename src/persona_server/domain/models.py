@@ -95,8 +95,11 @@ class MemoryBase(BaseModel):
     invalid_at: datetime | None = None
     source_ids: list[str] = Field(default_factory=list)
     episode_ids: list[str] = Field(default_factory=list)
-    # Reinforcement comes from ingestion only (mentioned again, confirmed); Recall never writes.
+    # Reinforcement: mentioned again at ingest (`mention_count`) or cited by an AskStructured
+    # answer (`cited_count`); `last_reinforced_at` is the event time of the latest one. Strength
+    # is computed from these at read time (domain.strength); Recall never writes.
     mention_count: int = 1
+    cited_count: int = 0
     last_reinforced_at: datetime | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
 

@@ -110,6 +110,14 @@ class RankedRead:
 
 
 @dataclass(frozen=True)
+class MemoryCounts:
+    """`MemoryOps.counts`: valid memories per type (every type present, 0 when none)."""
+
+    by_type: dict[MemoryType, int]
+    active_goals: int = 0
+
+
+@dataclass(frozen=True)
 class DerivedWrite:
     """Derived memories produced from one episode.
 
@@ -249,6 +257,18 @@ class MemoryOps(Protocol):
     async def ranked(self, user: UserRef, reads: Sequence[RankedRead]) -> list[list[Memory]]:
         """For each read, in the same order, its memories best first (see `RankedRead`), all
         from one snapshot of the store."""
+        ...
+
+    async def reinforce(self, user: UserRef, ids: Sequence[str], at: datetime) -> list[str]:
+        """Count one citation (an AskStructured answer relied on them) for each of the user's
+        memories among `ids`: `cited_count` + 1, and `last_reinforced_at` moves to `at` unless
+        it is later already. Each is logged as UPDATED. Returns the ids reinforced, in the
+        order given (unknown ids and repeats are skipped)."""
+        ...
+
+    async def counts(self, user: UserRef, *, recorded_by: datetime | None = None) -> MemoryCounts:
+        """How many valid (not invalidated) memories the user has per type, and active goals;
+        only those recorded by `recorded_by` when it is set. An index range count per type."""
         ...
 
     async def find_entities(self, user: UserRef, names: Sequence[str]) -> list[Entity]:

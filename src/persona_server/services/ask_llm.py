@@ -22,6 +22,7 @@ from typing import Any
 from persona_server.domain.errors import FieldViolation, InvalidArgumentError
 from persona_server.domain.models import Episode, Memory
 from persona_server.extraction.llm.prompts import data_section
+from persona_server.ports.graph_store import GraphStore
 from persona_server.ports.llm import (
     BudgetLimits,
     ChatMessage,
@@ -34,6 +35,7 @@ from persona_server.ports.llm import (
 from persona_server.services import json_schemas
 from persona_server.services.commands import AskQuery, RecallQuery
 from persona_server.services.ingest import utcnow
+from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.recall import RecallService
 from persona_server.services.results import AskAnswer
 
@@ -132,10 +134,20 @@ def ask_messages(question: str, memories: Sequence[Memory], now: datetime) -> li
 
 
 class LlmAskService:
-    def __init__(self, recall: RecallService, llm: LlmClient, limits: BudgetLimits) -> None:
+    def __init__(
+        self,
+        recall: RecallService,
+        llm: LlmClient,
+        limits: BudgetLimits,
+        *,
+        store: GraphStore | None = None,
+        notifier: ChangeNotifier | None = None,
+    ) -> None:
         self._recall = recall
         self._llm = llm
         self._limits = limits
+        self._store = store
+        self._notifier = notifier
 
     async def ask(self, q: AskQuery) -> AskAnswer:
         response_schema = envelope(q.schema)
@@ -170,8 +182,13 @@ class LlmAskService:
         )
         value = result.value
         cited = dict.fromkeys(n for n in value["citations"] if 1 <= n <= len(memories))
+        citations = [memories[n - 1] for n in cited]
+        if citations and self._store is not None:
+            # The one side effect of AskStructured (README): what an answer relied on is
+            # reinforced, dated now (the answer's time), so memories in use stay strong.
+            await self._store.memories.reinforce(q.user, [m.id for m in citations], utcnow())
+            if self._notifier is not None:
+                self._notifier.notify(q.user)
         return AskAnswer(
-            answer=value["answer"],
-            citations=[memories[n - 1] for n in cited],
-            answered=bool(value["answered"]),
+            answer=value["answer"], citations=citations, answered=bool(value["answered"])
         )

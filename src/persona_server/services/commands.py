@@ -43,6 +43,9 @@ class RecallQuery:
     # Group a sitting's episodes into passages (`RecallResult.joined`). A context stream asks
     # for single memories: its updates say which memory entered or left, at which rank.
     passages: bool = True
+    # Return dormant memories too (domain.strength: derived memories weaker than the forget
+    # threshold at `filter.as_of`, or now).
+    include_dormant: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class StreamQuery:
     types: frozenset[MemoryType] = frozenset()
     resume_after: ResumePoint | None = None  # from a resume token
     heartbeat_s: float = 15.0
+    include_dormant: bool = False
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,10 @@ class _Overlay:
 
 
 def _cite(memory: Memory, episode: Episode, now: datetime, *, reinforce: bool) -> Memory:
-    """Add the episode to a memory's provenance; count it as a confirmation when it is new."""
+    """Add the episode to a memory's provenance; count it as a confirmation when it is new.
+
+    The reinforcement is dated in event time (the episode's), as decay is: a back-filled old
+    mention does not make a memory look fresh, and never moves its last reinforcement back."""
     if episode.id in memory.episode_ids:
         return memory
     update: dict[str, object] = {}
@@ -134,7 +137,9 @@ def _cite(memory: Memory, episode: Episode, now: datetime, *, reinforce: bool) -
         update["source_ids"] = [*memory.source_ids, episode.source_id]
     if reinforce:
         update["mention_count"] = memory.mention_count + 1
-        update["last_reinforced_at"] = now
+        when = episode.occurred_at or now
+        last = memory.last_reinforced_at
+        update["last_reinforced_at"] = when if last is None or when > last else last
     return memory.model_copy(update=update)
 
 
@@ -148,7 +153,8 @@ def _origin(
         "valid_from": valid_from or when,
         "source_ids": [episode.source_id],
         "episode_ids": [episode.id],
-        "last_reinforced_at": now,
+        # Event time, as decay is (domain.strength).
+        "last_reinforced_at": when,
         "metadata": episode.metadata,
     }
 

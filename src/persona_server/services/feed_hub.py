@@ -55,10 +55,11 @@ class ContextSpec:
     query: str
     max_results: int
     types: frozenset[MemoryType]
+    include_dormant: bool = False
 
     @classmethod
     def of(cls, q: StreamQuery) -> ContextSpec:
-        return cls(q.query, q.max_results, q.types)
+        return cls(q.query, q.max_results, q.types, q.include_dormant)
 
 
 class ContextSource:
@@ -86,10 +87,13 @@ class ContextSource:
                     filter=MemoryFilter(types=spec.types),
                     query_vector=query_vector,
                     passages=False,
+                    include_dormant=spec.include_dormant,
                 )
             )
             return View.ranked(outcome.results, by_type=False)
-        profile = await self._profile.profile(user, limit=spec.max_results, types=spec.types)
+        profile = await self._profile.profile(
+            user, limit=spec.max_results, types=spec.types, include_dormant=spec.include_dormant
+        )
         return View.ranked(profile.scored(), by_type=True)
 
 

@@ -9,13 +9,16 @@ here, and so will anything else that shows "who this user is".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from persona_server.domain.models import Entity, GoalStatus, Memory, MemoryType, UserRef
 from persona_server.domain.names import normalise_name
+from persona_server.domain.strength import Decay
 from persona_server.ports.extractor import USER_SUBJECT
 from persona_server.ports.graph_store import GraphStore, MemoryOrder, RankedRead
+from persona_server.services.ingest import utcnow
 from persona_server.services.results import ScoredMemory
 
 # The entity offline extraction gives the user who speaks unnamed ("I moved to Lisbon"): the
@@ -80,23 +83,85 @@ class Profile:
         ]
 
 
+# A group read that dormancy or `as_of` thins out is read again this many times larger, at most
+# `_GROWTHS` times: bounded, like every profile read.
+_GROWTH = 4
+_GROWTHS = 3
+Keep = Callable[[Memory], bool]
+
+
 class ProfileService:
-    def __init__(self, store: GraphStore, groups: Sequence[ProfileGroup] = PROFILE_GROUPS) -> None:
+    def __init__(
+        self,
+        store: GraphStore,
+        groups: Sequence[ProfileGroup] = PROFILE_GROUPS,
+        *,
+        decay: Decay | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._store = store
         self._groups = tuple(groups)
+        self._decay = decay or Decay()
+        self._clock = clock
+
+    @property
+    def decay(self) -> Decay:
+        return self._decay
 
     def groups_for(self, types: frozenset[MemoryType]) -> list[ProfileGroup]:
         """The groups of `types` (all of them for an empty set)."""
         return [g for g in self._groups if not types or g.memory_type in types]
 
+    def keep(self, *, include_dormant: bool, as_of: datetime | None) -> Keep:
+        """Which memories a profile at `as_of` (now when None) may show."""
+        at = as_of or self._clock()
+
+        def keep(memory: Memory) -> bool:
+            if as_of is not None and memory.recorded_at > as_of:
+                return False
+            return include_dormant or not self._decay.dormant(memory, at)
+
+        return keep
+
     async def profile(
-        self, user: UserRef, *, limit: int, types: frozenset[MemoryType] = frozenset()
+        self,
+        user: UserRef,
+        *,
+        limit: int,
+        types: frozenset[MemoryType] = frozenset(),
+        include_dormant: bool = False,
+        as_of: datetime | None = None,
     ) -> Profile:
-        """Up to `limit` memories per group; only the groups of `types` when it is not empty."""
+        """Up to `limit` memories per group; only the groups of `types` when it is not empty.
+        Dormant memories (domain.strength) are left out unless `include_dormant`."""
         if limit <= 0:
             raise ValueError("limit must be positive")
         groups = self.groups_for(types)
         if not groups:
             return Profile([])
-        found = await self._store.memories.ranked(user, [g.read(limit) for g in groups])
-        return Profile([(g, g.shown(f, limit)) for g, f in zip(groups, found, strict=True)])
+        keep = self.keep(include_dormant=include_dormant, as_of=as_of)
+        found = await self.read(user, [(g, limit) for g in groups], keep)
+        return Profile(list(zip(groups, found, strict=True)))
+
+    async def read(
+        self, user: UserRef, wanted: Sequence[tuple[ProfileGroup, int]], keep: Keep
+    ) -> list[list[Memory]]:
+        """For each (group, n): its first n memories that `keep` accepts, best first in the
+        group's order. One snapshot per round; a group thinned out by `keep` is read again
+        larger (a few times at most), the others are not read again."""
+        out: list[list[Memory] | None] = [None] * len(wanted)
+        sizes = [n for _, n in wanted]
+        for growth in range(_GROWTHS + 1):
+            todo = [i for i, found in enumerate(out) if found is None]
+            reads = [wanted[i][0].read(sizes[i]) for i in todo]
+            results = await self._store.memories.ranked(user, reads)
+            for i, read, memories in zip(todo, reads, results, strict=True):
+                group, n = wanted[i]
+                shown = group.shown([m for m in memories if keep(m)], n)
+                if len(shown) >= n or len(memories) < read.limit or growth == _GROWTHS:
+                    out[i] = shown
+                else:
+                    sizes[i] *= _GROWTH
+            if all(found is not None for found in out):
+                break
+        return [found or [] for found in out]

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from persona_server.domain.ids import type_of
 from persona_server.domain.models import Episode, Memory, MemoryType
+from persona_server.domain.strength import Decay
 from persona_server.ports.embedder import Embedder
 from persona_server.ports.graph_store import GraphStore, MemoryFilter, Neighbours, SearchHit
 from persona_server.services.commands import RecallQuery
@@ -74,6 +75,9 @@ class RecallTuning:
     passage_gap_s: float = 3600.0
     # A joined episode scores at least this share of its passage's leader.
     passage_floor: float = 0.45
+    # Strength (domain.strength at as_of) as a signal: a fetched candidate's score is scaled by
+    # 1 + weight * strength. Off: on the LoCoMo dev halves it did not help (BENCHMARKS.md).
+    strength_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,10 @@ class RecallService:
         tuning: RecallTuning | None = None,
         time_spans: TimeSpanFinder | None = None,
         clock: Callable[[], datetime] = utcnow,
+        decay: Decay | None = None,
     ) -> None:
         self._store = store
+        self._decay = decay or Decay()
         self._embedder = embedder
         self._tuning = tuning or RecallTuning()
         self._time_spans = time_spans
@@ -170,6 +176,8 @@ class RecallService:
             tried = set(memories)
         for memory_id, hits in expansion_hits.items():
             channels[memory_id].extend(hits)
+        if t.strength_weight:
+            scores, ranked = self._strengthened(q, scores, ranked, memories)
 
         while True:
             groups, complete = self._final_passages(ranked, scores, tried, memories, found, q, size)
@@ -254,7 +262,14 @@ class RecallService:
         (a better one might still come); fetched ones beyond it may only join."""
         cut = next((n for n, i in enumerate(ranked) if i not in tried), len(ranked))
         # Expanded neighbours did not pass through the store's filter: check them here.
-        usable = [i for i in ranked if i in memories and matches(memories[i], q.filter)]
+        # Dormancy is computed (strength at as_of), so no store filter knows it: checked here
+        # too, for search hits and neighbours alike.
+        awake = self._awake(q)
+        usable = [
+            i
+            for i in ranked
+            if i in memories and matches(memories[i], q.filter) and awake(memories[i])
+        ]
 
         limit = q.max_results
         if cut == len(ranked):
@@ -262,6 +277,27 @@ class RecallService:
         before_cut = set(ranked[:cut])
         leaders = sum(1 for i in usable if i in before_cut)
         return self._passages(usable, scores, found, memories, limit, size, leaders), False
+
+    def _strengthened(
+        self,
+        q: RecallQuery,
+        scores: dict[str, float],
+        ranked: list[str],
+        memories: dict[str, Memory],
+    ) -> tuple[dict[str, float], list[str]]:
+        at = q.filter.as_of or self._clock()
+        weight = self._tuning.strength_weight
+        out = dict(scores)
+        for memory_id, memory in memories.items():
+            if memory_id in out:
+                out[memory_id] *= 1 + weight * self._decay.strength(memory, at)
+        return out, sorted(ranked, key=out.__getitem__, reverse=True)
+
+    def _awake(self, q: RecallQuery) -> Callable[[Memory], bool]:
+        if q.include_dormant:
+            return lambda _memory: True
+        as_of = q.filter.as_of or self._clock()
+        return lambda memory: not self._decay.dormant(memory, as_of)
 
     @staticmethod
     def _ranked(scores: dict[str, float], wants_entities: bool) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from google.protobuf import timestamp_pb2
@@ -25,6 +26,10 @@ from persona_server.services.results import (
     UpdateEvent,
 )
 from persona_server.transport.validation import CHAT_ROLES, MEMORY_TYPES, SOURCE_TYPES
+
+# A memory's strength at the request's time (domain.strength.Decay.strength, bound to `as_of`);
+# None leaves `strength` unset (ExportGraph carries what is stored, and strength is not).
+StrengthOf = Callable[[m.Memory], float] | None
 
 _MEMORY_TYPE_PB = {v: k for k, v in MEMORY_TYPES.items()}
 _SOURCE_TYPE_PB = {v: k for k, v in SOURCE_TYPES.items() if k != pb.SOURCE_TYPE_UNSPECIFIED}
@@ -87,7 +92,7 @@ def extraction_status(status: m.ExtractionStatus) -> pb.ExtractionStatus:
     return out
 
 
-def memory(mem: m.Memory, user_id: str) -> pb.Memory:
+def memory(mem: m.Memory, user_id: str, strength_of: StrengthOf = None) -> pb.Memory:
     out = pb.Memory(
         id=mem.id,
         type=_MEMORY_TYPE_PB[mem.type],
@@ -95,8 +100,12 @@ def memory(mem: m.Memory, user_id: str) -> pb.Memory:
         text=mem.text,
         metadata=mem.metadata,
         provenance=pb.Provenance(source_ids=mem.source_ids, episode_ids=mem.episode_ids),
-        reinforcement=pb.Reinforcement(mention_count=mem.mention_count),
+        reinforcement=pb.Reinforcement(
+            mention_count=mem.mention_count, cited_count=mem.cited_count
+        ),
     )
+    if strength_of is not None:
+        out.strength = strength_of(mem)
     out.recorded_at.CopyFrom(timestamp(mem.recorded_at))
     if mem.occurred_at is not None:
         out.occurred_at.CopyFrom(timestamp(mem.occurred_at))
@@ -148,18 +157,20 @@ def channel(hit: ChannelHit) -> svc.ChannelScore:
     return svc.ChannelScore(channel=hit.channel, rank=hit.rank, score=hit.score)
 
 
-def scored(item: ScoredMemory, user_id: str) -> svc.RecallResult:
+def scored(item: ScoredMemory, user_id: str, strength_of: StrengthOf = None) -> svc.RecallResult:
     return svc.RecallResult(
-        memory=memory(item.memory, user_id),
+        memory=memory(item.memory, user_id, strength_of),
         score=item.score,
         channels=[channel(c) for c in item.channels],
-        joined=[memory(m, user_id) for m in item.joined],
+        joined=[memory(m, user_id, strength_of) for m in item.joined],
     )
 
 
-def recall_response(outcome: RecallOutcome, user_id: str) -> svc.RecallResponse:
+def recall_response(
+    outcome: RecallOutcome, user_id: str, strength_of: StrengthOf = None
+) -> svc.RecallResponse:
     return svc.RecallResponse(
-        results=[scored(r, user_id) for r in outcome.results],
+        results=[scored(r, user_id, strength_of) for r in outcome.results],
         context_block=outcome.context_block,
     )
 
@@ -178,14 +189,14 @@ def ingest_response(results: list[IngestItemResult]) -> svc.IngestResponse:
     )
 
 
-def _snapshot(outcome: RecallOutcome, user_id: str) -> svc.ContextSnapshot:
+def _snapshot(outcome: RecallOutcome, user_id: str, strength_of: StrengthOf) -> svc.ContextSnapshot:
     return svc.ContextSnapshot(
-        results=[scored(r, user_id) for r in outcome.results],
+        results=[scored(r, user_id, strength_of) for r in outcome.results],
         context_block=outcome.context_block,
     )
 
 
-def _change(change: Change, user_id: str) -> svc.ContextChange:
+def _change(change: Change, user_id: str, strength_of: StrengthOf) -> svc.ContextChange:
     if isinstance(change.item, DeletedRef):
         result = svc.RecallResult(
             memory=pb.Memory(
@@ -195,23 +206,25 @@ def _change(change: Change, user_id: str) -> svc.ContextChange:
             )
         )
     else:
-        result = scored(change.item, user_id)
+        result = scored(change.item, user_id, strength_of)
     return svc.ContextChange(kind=_CHANGE_PB[change.kind], result=result, rank=change.rank)
 
 
-def stream_event(event: StreamEvent, user: m.UserRef) -> svc.StreamContextResponse:
+def stream_event(
+    event: StreamEvent, user: m.UserRef, strength_of: StrengthOf = None
+) -> svc.StreamContextResponse:
     token = resume_token.encode(user, event.seq, event.context)
     if isinstance(event, SnapshotEvent):
         return svc.StreamContextResponse(
-            resume_token=token, snapshot=_snapshot(event.outcome, user.user_id)
+            resume_token=token, snapshot=_snapshot(event.outcome, user.user_id, strength_of)
         )
     if isinstance(event, ResyncEvent):
         return svc.StreamContextResponse(
-            resume_token=token, resync=_snapshot(event.outcome, user.user_id)
+            resume_token=token, resync=_snapshot(event.outcome, user.user_id, strength_of)
         )
     if isinstance(event, UpdateEvent):
         update = svc.ContextUpdate(
-            changes=[_change(c, user.user_id) for c in event.changes],
+            changes=[_change(c, user.user_id, strength_of) for c in event.changes],
             members=[
                 svc.ContextMember(
                     memory_id=member.memory_id,

@@ -192,6 +192,7 @@ def memory(v: Violations, path: str, node: pb.Memory) -> Memory | None:
             else None
         ),
         "mention_count": max(node.reinforcement.mention_count, 1),
+        "cited_count": max(node.reinforcement.cited_count, 0),
         "last_reinforced_at": (
             _time(
                 v, f"{path}.reinforcement.last_reinforced_at", node.reinforcement.last_reinforced_at

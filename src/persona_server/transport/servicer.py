@@ -20,7 +20,9 @@ from persona.v1 import graph_pb2 as gpb
 from persona.v1 import knowledge_pb2 as kpb
 from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
-from persona_server.domain.models import UserRef
+from persona.v1 import profile_pb2 as ppb
+from persona_server.domain.models import Memory, UserRef
+from persona_server.domain.strength import Decay
 from persona_server.services.ask import AskService
 from persona_server.services.context_feed import ContextFeed
 from persona_server.services.graph_export import GraphExportService
@@ -30,12 +32,14 @@ from persona_server.services.knowledge import KnowledgeService
 from persona_server.services.memories import MemoryService
 from persona_server.services.recall import RecallService
 from persona_server.services.results import StreamEvent
+from persona_server.services.user_profile import UserProfileService
 from persona_server.transport import (
     convert,
     graph_convert,
     graph_validation,
     knowledge_convert,
     knowledge_validation,
+    profile_rpc,
     validation,
 )
 from persona_server.transport.auth import current_tenant
@@ -56,6 +60,8 @@ class Services:
     graph_export: GraphExportService
     graph_import: GraphImportService
     knowledge: KnowledgeService
+    profile: UserProfileService
+    decay: Decay
     clock: Callable[[], datetime] = utcnow
 
 
@@ -88,7 +94,8 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         async def call() -> svc.RecallResponse:
             query = validation.recall(current_tenant(), request)
             outcome = await self._s.recall.recall(query)
-            return convert.recall_response(outcome, query.user.user_id)
+            strength = self._strength(query.filter.as_of)
+            return convert.recall_response(outcome, query.user.user_id, strength)
 
         return await _unary(context, call)
 
@@ -135,8 +142,14 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         # The feed offers one update object to every stream of a context: converted once.
         message = self._converted.get(event)
         if message is None:
+            # No strength on stream events: it moves with the clock alone, and a stream's
+            # memories are compared across events (an unchanged memory must look unchanged).
             message = self._converted[event] = convert.stream_event(event, user)
         return message
+
+    def _strength(self, as_of: datetime | None) -> Callable[[Memory], float]:
+        at = as_of or self._s.clock()
+        return lambda memory: self._s.decay.strength(memory, at)
 
     async def GetMemory(
         self, request: svc.GetMemoryRequest, context: Context
@@ -146,7 +159,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
                 current_tenant(), request.user_id, request.memory_id
             )
             memory = await self._s.memories.get(user, memory_id)
-            return svc.GetMemoryResponse(memory=convert.memory(memory, user.user_id))
+            return svc.GetMemoryResponse(
+                memory=convert.memory(memory, user.user_id, self._strength(None))
+            )
 
         return await _unary(context, call)
 
@@ -156,8 +171,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         async def call() -> svc.ListMemoriesResponse:
             query = validation.list_memories(current_tenant(), request)
             page = await self._s.memories.list_page(query)
+            strength = self._strength(None)
             return svc.ListMemoriesResponse(
-                memories=[convert.memory(m, query.user.user_id) for m in page.memories],
+                memories=[convert.memory(m, query.user.user_id, strength) for m in page.memories],
                 next_page_token=page.next_cursor,
             )
 
@@ -265,5 +281,15 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         async def call() -> kpb.GetKnowledgeResponse:
             user, name = knowledge_validation.get_knowledge(current_tenant(), request)
             return knowledge_convert.knowledge(await self._s.knowledge.get(user, name))
+
+        return await _unary(context, call)
+
+    async def GetProfile(
+        self, request: ppb.GetProfileRequest, context: Context
+    ) -> ppb.GetProfileResponse:
+        async def call() -> ppb.GetProfileResponse:
+            query = profile_rpc.request(current_tenant(), request)
+            profile = await self._s.profile.get(query)
+            return profile_rpc.response(profile, query.user.user_id)
 
         return await _unary(context, call)

@@ -229,7 +229,12 @@ def recall(tenant: str, req: svc.RecallRequest) -> RecallQuery:
         as_of=as_of,
     )
     return RecallQuery(
-        user=user, query=req.query, max_results=req.max_results, filter=flt, explain=req.explain
+        user=user,
+        query=req.query,
+        max_results=req.max_results,
+        filter=flt,
+        explain=req.explain,
+        include_dormant=req.include_dormant,
     )
 
 
@@ -284,6 +289,7 @@ def stream(tenant: str, req: svc.StreamContextRequest) -> StreamQuery:
         types=types,
         resume_after=resume_after,
         heartbeat_s=float(req.heartbeat_seconds or 15),
+        include_dormant=req.include_dormant,
     )
 
 

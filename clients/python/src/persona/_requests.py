@@ -8,6 +8,7 @@ from typing import Any
 from persona import _convert
 from persona._types import IngestItemLike, MemoryTypeLike, TimeRangeLike, TimestampLike
 from persona.v1 import memory_service_pb2 as pb
+from persona.v1 import profile_pb2
 
 
 def ingest(
@@ -51,6 +52,7 @@ def recall(
     explain: bool,
     include_history: bool,
     as_of: TimestampLike | None,
+    include_dormant: bool = False,
 ) -> pb.RecallRequest:
     request = pb.RecallRequest(
         user_id=user_id,
@@ -58,6 +60,7 @@ def recall(
         max_results=max_results,
         explain=explain,
         include_history=include_history,
+        include_dormant=include_dormant,
     )
     request.filter.types.extend(_convert.memory_types(types, "filter.types"))
     request.filter.metadata.update(_convert.string_map(metadata, "filter.metadata"))
@@ -89,6 +92,7 @@ def stream_context(
     types: Iterable[MemoryTypeLike] | MemoryTypeLike,
     resume_token: str,
     heartbeat_seconds: int,
+    include_dormant: bool = False,
 ) -> pb.StreamContextRequest:
     return pb.StreamContextRequest(
         user_id=user_id,
@@ -97,6 +101,7 @@ def stream_context(
         types=_convert.memory_types(types, "types"),
         resume_token=resume_token,
         heartbeat_seconds=heartbeat_seconds,
+        include_dormant=include_dormant,
     )
 
 
@@ -136,3 +141,14 @@ def delete_memory(user_id: str, memory_id: str) -> pb.DeleteMemoryRequest:
 
 def delete_user(user_id: str) -> pb.DeleteUserRequest:
     return pb.DeleteUserRequest(user_id=user_id)
+
+
+def get_profile(
+    user_id: str, *, max_items: int, as_of: TimestampLike | None, include_dormant: bool
+) -> profile_pb2.GetProfileRequest:
+    request = profile_pb2.GetProfileRequest(
+        user_id=user_id, max_items=max_items, include_dormant=include_dormant
+    )
+    if as_of is not None:
+        request.as_of.CopyFrom(_convert.to_timestamp(as_of, "as_of"))
+    return request

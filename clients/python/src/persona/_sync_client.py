@@ -22,7 +22,7 @@ from persona._graph import GraphRecord
 from persona._retry import STREAM_RETRY, Attempts, Deadline, RetryPolicy
 from persona._stream import StreamState
 from persona._types import IngestItemLike, MemoryTypeLike, TimeRangeLike, TimestampLike
-from persona.v1 import graph_pb2, memory_pb2, memory_service_pb2_grpc
+from persona.v1 import graph_pb2, memory_pb2, memory_service_pb2_grpc, profile_pb2
 from persona.v1 import knowledge_pb2 as kpb
 from persona.v1 import memory_service_pb2 as pb
 
@@ -142,6 +142,7 @@ class PersonaClient:
         explain: bool = False,
         include_history: bool = False,
         as_of: TimestampLike | None = None,
+        include_dormant: bool = False,
         timeout: float | None = None,
     ) -> pb.RecallResponse:
         request = _requests.recall(
@@ -154,6 +155,7 @@ class PersonaClient:
             explain=explain,
             include_history=include_history,
             as_of=as_of,
+            include_dormant=include_dormant,
         )
         return self._unary("Recall", request, pb.RecallResponse, timeout=timeout, retry_safe=True)
 
@@ -180,6 +182,7 @@ class PersonaClient:
         types: Iterable[MemoryTypeLike] | MemoryTypeLike = (),
         resume_token: str = "",
         heartbeat_seconds: int = 0,
+        include_dormant: bool = False,
         timeout: float | None = None,
     ) -> ContextStream:
         """Subscribe to a user's context: `for event in client.stream_context(...)`.
@@ -194,6 +197,7 @@ class PersonaClient:
             types=types,
             resume_token=resume_token,
             heartbeat_seconds=heartbeat_seconds,
+            include_dormant=include_dormant,
         )
         return ContextStream(
             self,
@@ -319,6 +323,29 @@ class PersonaClient:
             "GetKnowledge",
             kpb.GetKnowledgeRequest(user_id=user_id, name=name),
             kpb.GetKnowledgeResponse,
+            timeout=timeout,
+            retry_safe=True,
+        )
+
+    def get_profile(
+        self,
+        user_id: str,
+        *,
+        max_items: int = 0,
+        as_of: TimestampLike | None = None,
+        include_dormant: bool = False,
+        timeout: float | None = None,
+    ) -> profile_pb2.GetProfileResponse:
+        """Who the user is now: strongest psyche items, active goals, key entities with their
+        relation to the user, recent episodes, counts and a ready-to-prompt `context_block`.
+        `max_items` per group (1 to 100; 0 means 10); `as_of` computes it at another time."""
+        request = _requests.get_profile(
+            user_id, max_items=max_items, as_of=as_of, include_dormant=include_dormant
+        )
+        return self._unary(
+            "GetProfile",
+            request,
+            profile_pb2.GetProfileResponse,
             timeout=timeout,
             retry_safe=True,
         )

@@ -136,6 +136,7 @@ def memory_fields(memory: Memory, stored_apart: frozenset[str]) -> dict[str, Any
         "valid_from": opt_us(memory.valid_from),
         "invalid_at": opt_us(memory.invalid_at),
         "mention_count": memory.mention_count,
+        "cited_count": memory.cited_count,
         "last_reinforced_at": opt_us(memory.last_reinforced_at),
         "metadata": dump_metadata(memory.metadata),
         "payload": json.dumps(payload, sort_keys=True, ensure_ascii=False),

@@ -559,16 +559,20 @@ func (x *Validity) GetInvalidAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// Reinforcement counts how often ingestion confirmed a memory; it shapes ranking and decay.
-// Recall never changes it.
+// Reinforcement counts how often a memory was confirmed: mentioned again at ingest, or cited
+// by an AskStructured answer. It shapes ranking and decay (see Memory.strength). Recall never
+// changes it.
 type Reinforcement struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How many ingested items mentioned or confirmed it (at least 1).
 	MentionCount int32 `protobuf:"varint,1,opt,name=mention_count,json=mentionCount,proto3" json:"mention_count,omitempty"`
-	// When ingestion last confirmed it (record time).
+	// When it was last reinforced, in event time: the `occurred_at` of the latest item that
+	// mentioned it, or the time of the latest AskStructured answer that cited it.
 	LastReinforcedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_reinforced_at,json=lastReinforcedAt,proto3" json:"last_reinforced_at,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// How many AskStructured answers cited it.
+	CitedCount    int32 `protobuf:"varint,3,opt,name=cited_count,json=citedCount,proto3" json:"cited_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Reinforcement) Reset() {
@@ -613,6 +617,13 @@ func (x *Reinforcement) GetLastReinforcedAt() *timestamppb.Timestamp {
 		return x.LastReinforcedAt
 	}
 	return nil
+}
+
+func (x *Reinforcement) GetCitedCount() int32 {
+	if x != nil {
+		return x.CitedCount
+	}
+	return 0
 }
 
 // ExtractionStatus reports the progress of extraction for an episode.
@@ -1085,6 +1096,16 @@ type Memory struct {
 	Reinforcement *Reinforcement `protobuf:"bytes,9,opt,name=reinforcement,proto3" json:"reinforcement,omitempty"`
 	// String metadata given at ingest (episodes) or inherited from the first episode (derived).
 	Metadata map[string]string `protobuf:"bytes,10,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How alive the memory is, in [0, 1], at the request's `as_of` (now when it has none):
+	// n / (n + 1) * 0.5 ^ (age / (half_life * n)), with n its reinforcements (mention_count +
+	// cited_count), age the event time since its last reinforcement, and half_life that of its
+	// type (`PERSONA_DECAY_HALF_LIFE_DAYS_<TYPE>`; achieved or abandoned goals use
+	// `..._GOAL_DONE`). Computed on read, never stored. A derived memory (not an episode) below
+	// `PERSONA_FORGET_THRESHOLD` is dormant: Recall, StreamContext and GetProfile leave it out
+	// unless `include_dormant` is set; a new mention revives it. Decay deletes nothing.
+	// Left unset (0) in StreamContext events, whose memories are compared from event to event
+	// while strength moves with the clock alone, and in ExportGraph, which carries what is stored.
+	Strength float64 `protobuf:"fixed64,11,opt,name=strength,proto3" json:"strength,omitempty"`
 	// Type-specific fields.
 	//
 	// Types that are valid to be assigned to Detail:
@@ -1199,6 +1220,13 @@ func (x *Memory) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *Memory) GetStrength() float64 {
+	if x != nil {
+		return x.Strength
+	}
+	return 0
+}
+
 func (x *Memory) GetDetail() isMemory_Detail {
 	if x != nil {
 		return x.Detail
@@ -1306,10 +1334,12 @@ const file_persona_v1_memory_proto_rawDesc = "" +
 	"\n" +
 	"valid_from\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tvalidFrom\x129\n" +
 	"\n" +
-	"invalid_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tinvalidAt\"~\n" +
+	"invalid_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tinvalidAt\"\x9f\x01\n" +
 	"\rReinforcement\x12#\n" +
 	"\rmention_count\x18\x01 \x01(\x05R\fmentionCount\x12H\n" +
-	"\x12last_reinforced_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastReinforcedAt\"\x9d\x02\n" +
+	"\x12last_reinforced_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastReinforcedAt\x12\x1f\n" +
+	"\vcited_count\x18\x03 \x01(\x05R\n" +
+	"citedCount\"\x9d\x02\n" +
 	"\x10ExtractionStatus\x121\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1b.persona.v1.ExtractionStateR\x05state\x12\x1a\n" +
 	"\battempts\x18\x02 \x01(\x05R\battempts\x12\x1d\n" +
@@ -1346,7 +1376,7 @@ const file_persona_v1_memory_proto_rawDesc = "" +
 	"subject_id\x18\x01 \x01(\tR\tsubjectId\x12\x1c\n" +
 	"\tpredicate\x18\x02 \x01(\tR\tpredicate\x12\x1b\n" +
 	"\tobject_id\x18\x03 \x01(\tR\bobjectId\x12!\n" +
-	"\fobject_value\x18\x04 \x01(\tR\vobjectValue\"\xf8\x05\n" +
+	"\fobject_value\x18\x04 \x01(\tR\vobjectValue\"\x94\x06\n" +
 	"\x06Memory\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x16.persona.v1.MemoryTypeR\x04type\x12\x17\n" +
@@ -1362,7 +1392,8 @@ const file_persona_v1_memory_proto_rawDesc = "" +
 	"provenance\x12?\n" +
 	"\rreinforcement\x18\t \x01(\v2\x19.persona.v1.ReinforcementR\rreinforcement\x12<\n" +
 	"\bmetadata\x18\n" +
-	" \x03(\v2 .persona.v1.Memory.MetadataEntryR\bmetadata\x12/\n" +
+	" \x03(\v2 .persona.v1.Memory.MetadataEntryR\bmetadata\x12\x1a\n" +
+	"\bstrength\x18\v \x01(\x01R\bstrength\x12/\n" +
 	"\aepisode\x18\x14 \x01(\v2\x13.persona.v1.EpisodeH\x00R\aepisode\x12,\n" +
 	"\x06psyche\x18\x15 \x01(\v2\x12.persona.v1.PsycheH\x00R\x06psyche\x12&\n" +
 	"\x04goal\x18\x16 \x01(\v2\x10.persona.v1.GoalH\x00R\x04goal\x12,\n" +

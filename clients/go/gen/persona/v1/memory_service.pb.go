@@ -580,9 +580,12 @@ type RecallRequest struct {
 	// Include invalidated facts, each with its validity.
 	IncludeHistory bool `protobuf:"varint,6,opt,name=include_history,json=includeHistory,proto3" json:"include_history,omitempty"`
 	// Recall as of this time: facts valid then, memories recorded by then. Implies history.
-	AsOf          *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AsOf *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	// Also return dormant memories: derived memories whose strength at `as_of` (now when unset)
+	// is below `PERSONA_FORGET_THRESHOLD` (see Memory.strength).
+	IncludeDormant bool `protobuf:"varint,8,opt,name=include_dormant,json=includeDormant,proto3" json:"include_dormant,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RecallRequest) Reset() {
@@ -662,6 +665,13 @@ func (x *RecallRequest) GetAsOf() *timestamppb.Timestamp {
 		return x.AsOf
 	}
 	return nil
+}
+
+func (x *RecallRequest) GetIncludeDormant() bool {
+	if x != nil {
+		return x.IncludeDormant
+	}
+	return false
 }
 
 // ChannelScore is one retrieval channel's view of a result (for `explain`).
@@ -1102,8 +1112,12 @@ type StreamContextRequest struct {
 	ResumeToken string `protobuf:"bytes,5,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
 	// Seconds between heartbeats, 1 to 300; 0 means 15.
 	HeartbeatSeconds int32 `protobuf:"varint,6,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Also keep dormant memories in the context (see Memory.strength); by default a derived
+	// memory whose strength is below `PERSONA_FORGET_THRESHOLD` when an event is evaluated is
+	// left out of it.
+	IncludeDormant bool `protobuf:"varint,7,opt,name=include_dormant,json=includeDormant,proto3" json:"include_dormant,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StreamContextRequest) Reset() {
@@ -1176,6 +1190,13 @@ func (x *StreamContextRequest) GetHeartbeatSeconds() int32 {
 		return x.HeartbeatSeconds
 	}
 	return 0
+}
+
+func (x *StreamContextRequest) GetIncludeDormant() bool {
+	if x != nil {
+		return x.IncludeDormant
+	}
+	return false
 }
 
 // ContextSnapshot is the whole context: at the start of a subscription, or on a resync.
@@ -2052,7 +2073,7 @@ var File_persona_v1_memory_service_proto protoreflect.FileDescriptor
 const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1fpersona/v1/memory_service.proto\x12\n" +
-	"persona.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16persona/v1/graph.proto\x1a\x1apersona/v1/knowledge.proto\x1a\x17persona/v1/memory.proto\"\xf6\x02\n" +
+	"persona.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16persona/v1/graph.proto\x1a\x1apersona/v1/knowledge.proto\x1a\x17persona/v1/memory.proto\x1a\x18persona/v1/profile.proto\"\xf6\x02\n" +
 	"\n" +
 	"IngestItem\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1b\n" +
@@ -2092,7 +2113,7 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\bmetadata\x18\x03 \x03(\v2&.persona.v1.RecallFilter.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x02\n" +
 	"\rRecallRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\tR\x05query\x12\x1f\n" +
@@ -2101,7 +2122,8 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\x06filter\x18\x04 \x01(\v2\x18.persona.v1.RecallFilterR\x06filter\x12\x18\n" +
 	"\aexplain\x18\x05 \x01(\bR\aexplain\x12'\n" +
 	"\x0finclude_history\x18\x06 \x01(\bR\x0eincludeHistory\x12/\n" +
-	"\x05as_of\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\"R\n" +
+	"\x05as_of\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\x12'\n" +
+	"\x0finclude_dormant\x18\b \x01(\bR\x0eincludeDormant\"R\n" +
 	"\fChannelScore\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x14\n" +
@@ -2129,7 +2151,7 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\vanswer_json\x18\x01 \x01(\tR\n" +
 	"answerJson\x122\n" +
 	"\tcitations\x18\x02 \x03(\v2\x14.persona.v1.CitationR\tcitations\x12\x1a\n" +
-	"\banswered\x18\x03 \x01(\bR\banswered\"\xe4\x01\n" +
+	"\banswered\x18\x03 \x01(\bR\banswered\"\x8d\x02\n" +
 	"\x14StreamContextRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\tR\x05query\x12\x1f\n" +
@@ -2137,7 +2159,8 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"maxResults\x12,\n" +
 	"\x05types\x18\x04 \x03(\x0e2\x16.persona.v1.MemoryTypeR\x05types\x12!\n" +
 	"\fresume_token\x18\x05 \x01(\tR\vresumeToken\x12+\n" +
-	"\x11heartbeat_seconds\x18\x06 \x01(\x05R\x10heartbeatSeconds\"j\n" +
+	"\x11heartbeat_seconds\x18\x06 \x01(\x05R\x10heartbeatSeconds\x12'\n" +
+	"\x0finclude_dormant\x18\a \x01(\bR\x0eincludeDormant\"j\n" +
 	"\x0fContextSnapshot\x122\n" +
 	"\aresults\x18\x01 \x03(\v2\x18.persona.v1.RecallResultR\aresults\x12#\n" +
 	"\rcontext_block\x18\x02 \x01(\tR\fcontextBlock\"\x81\x01\n" +
@@ -2201,7 +2224,7 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\x17CHANGE_KIND_INVALIDATED\x10\x03\x12\x17\n" +
 	"\x13CHANGE_KIND_DELETED\x10\x04\x12\x17\n" +
 	"\x13CHANGE_KIND_ENTERED\x10\x05\x12\x14\n" +
-	"\x10CHANGE_KIND_LEFT\x10\x062\xb1\t\n" +
+	"\x10CHANGE_KIND_LEFT\x10\x062\xfe\t\n" +
 	"\rMemoryService\x12?\n" +
 	"\x06Ingest\x12\x19.persona.v1.IngestRequest\x1a\x1a.persona.v1.IngestResponse\x12?\n" +
 	"\x06Recall\x12\x19.persona.v1.RecallRequest\x1a\x1a.persona.v1.RecallResponse\x12T\n" +
@@ -2217,7 +2240,9 @@ const file_persona_v1_memory_service_proto_rawDesc = "" +
 	"\x12PutKnowledgeSchema\x12%.persona.v1.PutKnowledgeSchemaRequest\x1a&.persona.v1.PutKnowledgeSchemaResponse\x12i\n" +
 	"\x14ListKnowledgeSchemas\x12'.persona.v1.ListKnowledgeSchemasRequest\x1a(.persona.v1.ListKnowledgeSchemasResponse\x12l\n" +
 	"\x15DeleteKnowledgeSchema\x12(.persona.v1.DeleteKnowledgeSchemaRequest\x1a).persona.v1.DeleteKnowledgeSchemaResponse\x12Q\n" +
-	"\fGetKnowledge\x12\x1f.persona.v1.GetKnowledgeRequest\x1a .persona.v1.GetKnowledgeResponseB\xb1\x01\n" +
+	"\fGetKnowledge\x12\x1f.persona.v1.GetKnowledgeRequest\x1a .persona.v1.GetKnowledgeResponse\x12K\n" +
+	"\n" +
+	"GetProfile\x12\x1d.persona.v1.GetProfileRequest\x1a\x1e.persona.v1.GetProfileResponseB\xb1\x01\n" +
 	"\x0ecom.persona.v1B\x12MemoryServiceProtoP\x01ZBgithub.com/persona-dev/persona/clients/go/gen/persona/v1;personav1\xa2\x02\x03PXX\xaa\x02\n" +
 	"Persona.V1\xca\x02\n" +
 	"Persona\\V1\xe2\x02\x16Persona\\V1\\GPBMetadata\xea\x02\vPersona::V1b\x06proto3"
@@ -2281,12 +2306,14 @@ var file_persona_v1_memory_service_proto_goTypes = []any{
 	(*ListKnowledgeSchemasRequest)(nil),   // 41: persona.v1.ListKnowledgeSchemasRequest
 	(*DeleteKnowledgeSchemaRequest)(nil),  // 42: persona.v1.DeleteKnowledgeSchemaRequest
 	(*GetKnowledgeRequest)(nil),           // 43: persona.v1.GetKnowledgeRequest
-	(*ExportGraphResponse)(nil),           // 44: persona.v1.ExportGraphResponse
-	(*ImportGraphResponse)(nil),           // 45: persona.v1.ImportGraphResponse
-	(*PutKnowledgeSchemaResponse)(nil),    // 46: persona.v1.PutKnowledgeSchemaResponse
-	(*ListKnowledgeSchemasResponse)(nil),  // 47: persona.v1.ListKnowledgeSchemasResponse
-	(*DeleteKnowledgeSchemaResponse)(nil), // 48: persona.v1.DeleteKnowledgeSchemaResponse
-	(*GetKnowledgeResponse)(nil),          // 49: persona.v1.GetKnowledgeResponse
+	(*GetProfileRequest)(nil),             // 44: persona.v1.GetProfileRequest
+	(*ExportGraphResponse)(nil),           // 45: persona.v1.ExportGraphResponse
+	(*ImportGraphResponse)(nil),           // 46: persona.v1.ImportGraphResponse
+	(*PutKnowledgeSchemaResponse)(nil),    // 47: persona.v1.PutKnowledgeSchemaResponse
+	(*ListKnowledgeSchemasResponse)(nil),  // 48: persona.v1.ListKnowledgeSchemasResponse
+	(*DeleteKnowledgeSchemaResponse)(nil), // 49: persona.v1.DeleteKnowledgeSchemaResponse
+	(*GetKnowledgeResponse)(nil),          // 50: persona.v1.GetKnowledgeResponse
+	(*GetProfileResponse)(nil),            // 51: persona.v1.GetProfileResponse
 }
 var file_persona_v1_memory_service_proto_depIdxs = []int32{
 	32, // 0: persona.v1.IngestItem.occurred_at:type_name -> google.protobuf.Timestamp
@@ -2339,22 +2366,24 @@ var file_persona_v1_memory_service_proto_depIdxs = []int32{
 	41, // 47: persona.v1.MemoryService.ListKnowledgeSchemas:input_type -> persona.v1.ListKnowledgeSchemasRequest
 	42, // 48: persona.v1.MemoryService.DeleteKnowledgeSchema:input_type -> persona.v1.DeleteKnowledgeSchemaRequest
 	43, // 49: persona.v1.MemoryService.GetKnowledge:input_type -> persona.v1.GetKnowledgeRequest
-	5,  // 50: persona.v1.MemoryService.Ingest:output_type -> persona.v1.IngestResponse
-	11, // 51: persona.v1.MemoryService.Recall:output_type -> persona.v1.RecallResponse
-	14, // 52: persona.v1.MemoryService.AskStructured:output_type -> persona.v1.AskStructuredResponse
-	21, // 53: persona.v1.MemoryService.StreamContext:output_type -> persona.v1.StreamContextResponse
-	23, // 54: persona.v1.MemoryService.GetMemory:output_type -> persona.v1.GetMemoryResponse
-	25, // 55: persona.v1.MemoryService.ListMemories:output_type -> persona.v1.ListMemoriesResponse
-	27, // 56: persona.v1.MemoryService.DeleteMemory:output_type -> persona.v1.DeleteMemoryResponse
-	29, // 57: persona.v1.MemoryService.DeleteUser:output_type -> persona.v1.DeleteUserResponse
-	44, // 58: persona.v1.MemoryService.ExportGraph:output_type -> persona.v1.ExportGraphResponse
-	45, // 59: persona.v1.MemoryService.ImportGraph:output_type -> persona.v1.ImportGraphResponse
-	46, // 60: persona.v1.MemoryService.PutKnowledgeSchema:output_type -> persona.v1.PutKnowledgeSchemaResponse
-	47, // 61: persona.v1.MemoryService.ListKnowledgeSchemas:output_type -> persona.v1.ListKnowledgeSchemasResponse
-	48, // 62: persona.v1.MemoryService.DeleteKnowledgeSchema:output_type -> persona.v1.DeleteKnowledgeSchemaResponse
-	49, // 63: persona.v1.MemoryService.GetKnowledge:output_type -> persona.v1.GetKnowledgeResponse
-	50, // [50:64] is the sub-list for method output_type
-	36, // [36:50] is the sub-list for method input_type
+	44, // 50: persona.v1.MemoryService.GetProfile:input_type -> persona.v1.GetProfileRequest
+	5,  // 51: persona.v1.MemoryService.Ingest:output_type -> persona.v1.IngestResponse
+	11, // 52: persona.v1.MemoryService.Recall:output_type -> persona.v1.RecallResponse
+	14, // 53: persona.v1.MemoryService.AskStructured:output_type -> persona.v1.AskStructuredResponse
+	21, // 54: persona.v1.MemoryService.StreamContext:output_type -> persona.v1.StreamContextResponse
+	23, // 55: persona.v1.MemoryService.GetMemory:output_type -> persona.v1.GetMemoryResponse
+	25, // 56: persona.v1.MemoryService.ListMemories:output_type -> persona.v1.ListMemoriesResponse
+	27, // 57: persona.v1.MemoryService.DeleteMemory:output_type -> persona.v1.DeleteMemoryResponse
+	29, // 58: persona.v1.MemoryService.DeleteUser:output_type -> persona.v1.DeleteUserResponse
+	45, // 59: persona.v1.MemoryService.ExportGraph:output_type -> persona.v1.ExportGraphResponse
+	46, // 60: persona.v1.MemoryService.ImportGraph:output_type -> persona.v1.ImportGraphResponse
+	47, // 61: persona.v1.MemoryService.PutKnowledgeSchema:output_type -> persona.v1.PutKnowledgeSchemaResponse
+	48, // 62: persona.v1.MemoryService.ListKnowledgeSchemas:output_type -> persona.v1.ListKnowledgeSchemasResponse
+	49, // 63: persona.v1.MemoryService.DeleteKnowledgeSchema:output_type -> persona.v1.DeleteKnowledgeSchemaResponse
+	50, // 64: persona.v1.MemoryService.GetKnowledge:output_type -> persona.v1.GetKnowledgeResponse
+	51, // 65: persona.v1.MemoryService.GetProfile:output_type -> persona.v1.GetProfileResponse
+	51, // [51:66] is the sub-list for method output_type
+	36, // [36:51] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name
 	36, // [36:36] is the sub-list for extension extendee
 	0,  // [0:36] is the sub-list for field type_name
@@ -2368,6 +2397,7 @@ func file_persona_v1_memory_service_proto_init() {
 	file_persona_v1_graph_proto_init()
 	file_persona_v1_knowledge_proto_init()
 	file_persona_v1_memory_proto_init()
+	file_persona_v1_profile_proto_init()
 	file_persona_v1_memory_service_proto_msgTypes[19].OneofWrappers = []any{
 		(*StreamContextResponse_Snapshot)(nil),
 		(*StreamContextResponse_Update)(nil),

@@ -33,6 +33,7 @@ const (
 	MemoryService_ListKnowledgeSchemas_FullMethodName  = "/persona.v1.MemoryService/ListKnowledgeSchemas"
 	MemoryService_DeleteKnowledgeSchema_FullMethodName = "/persona.v1.MemoryService/DeleteKnowledgeSchema"
 	MemoryService_GetKnowledge_FullMethodName          = "/persona.v1.MemoryService/GetKnowledge"
+	MemoryService_GetProfile_FullMethodName            = "/persona.v1.MemoryService/GetProfile"
 )
 
 // MemoryServiceClient is the client API for MemoryService service.
@@ -56,6 +57,7 @@ type MemoryServiceClient interface {
 	Recall(ctx context.Context, in *RecallRequest, opts ...grpc.CallOption) (*RecallResponse, error)
 	// AskStructured answers a question from the user's memories as JSON valid against a caller's
 	// JSON Schema, with the memories it relied on. Needs an LLM (FAILED_PRECONDITION otherwise).
+	// Its one side effect: the cited memories are reinforced (Reinforcement.cited_count).
 	AskStructured(ctx context.Context, in *AskStructuredRequest, opts ...grpc.CallOption) (*AskStructuredResponse, error)
 	// StreamContext sends a snapshot of the context for a user (and optional query), then
 	// updates as memories enter, change in or leave that context, with periodic heartbeats.
@@ -87,6 +89,10 @@ type MemoryServiceClient interface {
 	// GetKnowledge returns a user's document of a schema, with per-field provenance and history.
 	// Needs an LLM (FAILED_PRECONDITION otherwise).
 	GetKnowledge(ctx context.Context, in *GetKnowledgeRequest, opts ...grpc.CallOption) (*GetKnowledgeResponse, error)
+	// GetProfile returns who the user is now, assembled from the graph without an LLM: the
+	// strongest psyche items, active goals, key entities, recent episodes, counts and a context
+	// block ready for a prompt.
+	GetProfile(ctx context.Context, in *GetProfileRequest, opts ...grpc.CallOption) (*GetProfileResponse, error)
 }
 
 type memoryServiceClient struct {
@@ -258,6 +264,16 @@ func (c *memoryServiceClient) GetKnowledge(ctx context.Context, in *GetKnowledge
 	return out, nil
 }
 
+func (c *memoryServiceClient) GetProfile(ctx context.Context, in *GetProfileRequest, opts ...grpc.CallOption) (*GetProfileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetProfileResponse)
+	err := c.cc.Invoke(ctx, MemoryService_GetProfile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MemoryServiceServer is the server API for MemoryService service.
 // All implementations must embed UnimplementedMemoryServiceServer
 // for forward compatibility.
@@ -279,6 +295,7 @@ type MemoryServiceServer interface {
 	Recall(context.Context, *RecallRequest) (*RecallResponse, error)
 	// AskStructured answers a question from the user's memories as JSON valid against a caller's
 	// JSON Schema, with the memories it relied on. Needs an LLM (FAILED_PRECONDITION otherwise).
+	// Its one side effect: the cited memories are reinforced (Reinforcement.cited_count).
 	AskStructured(context.Context, *AskStructuredRequest) (*AskStructuredResponse, error)
 	// StreamContext sends a snapshot of the context for a user (and optional query), then
 	// updates as memories enter, change in or leave that context, with periodic heartbeats.
@@ -310,6 +327,10 @@ type MemoryServiceServer interface {
 	// GetKnowledge returns a user's document of a schema, with per-field provenance and history.
 	// Needs an LLM (FAILED_PRECONDITION otherwise).
 	GetKnowledge(context.Context, *GetKnowledgeRequest) (*GetKnowledgeResponse, error)
+	// GetProfile returns who the user is now, assembled from the graph without an LLM: the
+	// strongest psyche items, active goals, key entities, recent episodes, counts and a context
+	// block ready for a prompt.
+	GetProfile(context.Context, *GetProfileRequest) (*GetProfileResponse, error)
 	mustEmbedUnimplementedMemoryServiceServer()
 }
 
@@ -361,6 +382,9 @@ func (UnimplementedMemoryServiceServer) DeleteKnowledgeSchema(context.Context, *
 }
 func (UnimplementedMemoryServiceServer) GetKnowledge(context.Context, *GetKnowledgeRequest) (*GetKnowledgeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetKnowledge not implemented")
+}
+func (UnimplementedMemoryServiceServer) GetProfile(context.Context, *GetProfileRequest) (*GetProfileResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetProfile not implemented")
 }
 func (UnimplementedMemoryServiceServer) mustEmbedUnimplementedMemoryServiceServer() {}
 func (UnimplementedMemoryServiceServer) testEmbeddedByValue()                       {}
@@ -610,6 +634,24 @@ func _MemoryService_GetKnowledge_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MemoryService_GetProfile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetProfileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).GetProfile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_GetProfile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).GetProfile(ctx, req.(*GetProfileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MemoryService_ServiceDesc is the grpc.ServiceDesc for MemoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -660,6 +702,10 @@ var MemoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetKnowledge",
 			Handler:    _MemoryService_GetKnowledge_Handler,
+		},
+		{
+			MethodName: "GetProfile",
+			Handler:    _MemoryService_GetProfile_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -306,29 +306,36 @@ Global___Validity: _TypeAlias = Validity  # noqa: Y015
 
 @_typing.final
 class Reinforcement(_message.Message):
-    """Reinforcement counts how often ingestion confirmed a memory; it shapes ranking and decay.
-    Recall never changes it.
+    """Reinforcement counts how often a memory was confirmed: mentioned again at ingest, or cited
+    by an AskStructured answer. It shapes ranking and decay (see Memory.strength). Recall never
+    changes it.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     MENTION_COUNT_FIELD_NUMBER: _builtins.int
     LAST_REINFORCED_AT_FIELD_NUMBER: _builtins.int
+    CITED_COUNT_FIELD_NUMBER: _builtins.int
     mention_count: _builtins.int
     """How many ingested items mentioned or confirmed it (at least 1)."""
+    cited_count: _builtins.int
+    """How many AskStructured answers cited it."""
     @_builtins.property
     def last_reinforced_at(self) -> _timestamp_pb2.Timestamp:
-        """When ingestion last confirmed it (record time)."""
+        """When it was last reinforced, in event time: the `occurred_at` of the latest item that
+        mentioned it, or the time of the latest AskStructured answer that cited it.
+        """
 
     def __init__(
         self,
         *,
         mention_count: _builtins.int = ...,
         last_reinforced_at: _timestamp_pb2.Timestamp | None = ...,
+        cited_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_reinforced_at", b"last_reinforced_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_reinforced_at", b"last_reinforced_at", "mention_count", b"mention_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cited_count", b"cited_count", "last_reinforced_at", b"last_reinforced_at", "mention_count", b"mention_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -588,6 +595,7 @@ class Memory(_message.Message):
     PROVENANCE_FIELD_NUMBER: _builtins.int
     REINFORCEMENT_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
     EPISODE_FIELD_NUMBER: _builtins.int
     PSYCHE_FIELD_NUMBER: _builtins.int
     GOAL_FIELD_NUMBER: _builtins.int
@@ -601,6 +609,17 @@ class Memory(_message.Message):
     """The user this memory belongs to."""
     text: _builtins.str
     """Human-readable text: the raw text of an episode, or a one-line statement of a derived memory."""
+    strength: _builtins.float
+    """How alive the memory is, in [0, 1], at the request's `as_of` (now when it has none):
+    n / (n + 1) * 0.5 ^ (age / (half_life * n)), with n its reinforcements (mention_count +
+    cited_count), age the event time since its last reinforcement, and half_life that of its
+    type (`PERSONA_DECAY_HALF_LIFE_DAYS_<TYPE>`; achieved or abandoned goals use
+    `..._GOAL_DONE`). Computed on read, never stored. A derived memory (not an episode) below
+    `PERSONA_FORGET_THRESHOLD` is dormant: Recall, StreamContext and GetProfile leave it out
+    unless `include_dormant` is set; a new mention revives it. Decay deletes nothing.
+    Left unset (0) in StreamContext events, whose memories are compared from event to event
+    while strength moves with the clock alone, and in ExportGraph, which carries what is stored.
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """Event time: when it happened (episodes) or was said (derived memories, from their episodes)."""
@@ -658,6 +677,7 @@ class Memory(_message.Message):
         provenance: Global___Provenance | None = ...,
         reinforcement: Global___Reinforcement | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        strength: _builtins.float = ...,
         episode: Global___Episode | None = ...,
         psyche: Global___Psyche | None = ...,
         goal: Global___Goal | None = ...,
@@ -666,7 +686,7 @@ class Memory(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "entity", b"entity", "episode", b"episode", "fact", b"fact", "goal", b"goal", "occurred_at", b"occurred_at", "provenance", b"provenance", "psyche", b"psyche", "recorded_at", b"recorded_at", "reinforcement", b"reinforcement", "validity", b"validity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "entity", b"entity", "episode", b"episode", "fact", b"fact", "goal", b"goal", "id", b"id", "metadata", b"metadata", "occurred_at", b"occurred_at", "provenance", b"provenance", "psyche", b"psyche", "recorded_at", b"recorded_at", "reinforcement", b"reinforcement", "text", b"text", "type", b"type", "user_id", b"user_id", "validity", b"validity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "entity", b"entity", "episode", b"episode", "fact", b"fact", "goal", b"goal", "id", b"id", "metadata", b"metadata", "occurred_at", b"occurred_at", "provenance", b"provenance", "psyche", b"psyche", "recorded_at", b"recorded_at", "reinforcement", b"reinforcement", "strength", b"strength", "text", b"text", "type", b"type", "user_id", b"user_id", "validity", b"validity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["episode", "psyche", "goal", "entity", "fact"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015

@@ -365,6 +365,7 @@ class RecallRequest(_message.Message):
     EXPLAIN_FIELD_NUMBER: _builtins.int
     INCLUDE_HISTORY_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    INCLUDE_DORMANT_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The user whose memories to search (1 to 128 characters)."""
     query: _builtins.str
@@ -375,6 +376,10 @@ class RecallRequest(_message.Message):
     """Include each channel's rank and score in the results."""
     include_history: _builtins.bool
     """Include invalidated facts, each with its validity."""
+    include_dormant: _builtins.bool
+    """Also return dormant memories: derived memories whose strength at `as_of` (now when unset)
+    is below `PERSONA_FORGET_THRESHOLD` (see Memory.strength).
+    """
     @_builtins.property
     def filter(self) -> Global___RecallFilter:
         """Restrictions on the results."""
@@ -393,10 +398,11 @@ class RecallRequest(_message.Message):
         explain: _builtins.bool = ...,
         include_history: _builtins.bool = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
+        include_dormant: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "explain", b"explain", "filter", b"filter", "include_history", b"include_history", "max_results", b"max_results", "query", b"query", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "explain", b"explain", "filter", b"filter", "include_dormant", b"include_dormant", "include_history", b"include_history", "max_results", b"max_results", "query", b"query", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -634,6 +640,7 @@ class StreamContextRequest(_message.Message):
     TYPES_FIELD_NUMBER: _builtins.int
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    INCLUDE_DORMANT_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The user to follow (1 to 128 characters)."""
     query: _builtins.str
@@ -654,6 +661,11 @@ class StreamContextRequest(_message.Message):
     """
     heartbeat_seconds: _builtins.int
     """Seconds between heartbeats, 1 to 300; 0 means 15."""
+    include_dormant: _builtins.bool
+    """Also keep dormant memories in the context (see Memory.strength); by default a derived
+    memory whose strength is below `PERSONA_FORGET_THRESHOLD` when an event is evaluated is
+    left out of it.
+    """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_memory_pb2.MemoryType.ValueType]:
         """Only these memory types; empty means every type. Without a query these select the profile
@@ -669,10 +681,11 @@ class StreamContextRequest(_message.Message):
         types: _abc.Iterable[_memory_pb2.MemoryType.ValueType] | None = ...,
         resume_token: _builtins.str = ...,
         heartbeat_seconds: _builtins.int = ...,
+        include_dormant: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_seconds", b"heartbeat_seconds", "max_results", b"max_results", "query", b"query", "resume_token", b"resume_token", "types", b"types", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_seconds", b"heartbeat_seconds", "include_dormant", b"include_dormant", "max_results", b"max_results", "query", b"query", "resume_token", b"resume_token", "types", b"types", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,6 +6,7 @@ import warnings
 from persona.v1 import graph_pb2 as persona_dot_v1_dot_graph__pb2
 from persona.v1 import knowledge_pb2 as persona_dot_v1_dot_knowledge__pb2
 from persona.v1 import memory_service_pb2 as persona_dot_v1_dot_memory__service__pb2
+from persona.v1 import profile_pb2 as persona_dot_v1_dot_profile__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -113,6 +114,11 @@ class MemoryServiceStub:
                 request_serializer=persona_dot_v1_dot_knowledge__pb2.GetKnowledgeRequest.SerializeToString,
                 response_deserializer=persona_dot_v1_dot_knowledge__pb2.GetKnowledgeResponse.FromString,
                 _registered_method=True)
+        self.GetProfile = channel.unary_unary(
+                '/persona.v1.MemoryService/GetProfile',
+                request_serializer=persona_dot_v1_dot_profile__pb2.GetProfileRequest.SerializeToString,
+                response_deserializer=persona_dot_v1_dot_profile__pb2.GetProfileResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -145,6 +151,7 @@ class MemoryServiceServicer:
     def AskStructured(self, request, context):
         """AskStructured answers a question from the user's memories as JSON valid against a caller's
         JSON Schema, with the memories it relied on. Needs an LLM (FAILED_PRECONDITION otherwise).
+        Its one side effect: the cited memories are reinforced (Reinforcement.cited_count).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -235,6 +242,15 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProfile(self, request, context):
+        """GetProfile returns who the user is now, assembled from the graph without an LLM: the
+        strongest psyche items, active goals, key entities, recent episodes, counts and a context
+        block ready for a prompt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -307,6 +323,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.GetKnowledge,
                     request_deserializer=persona_dot_v1_dot_knowledge__pb2.GetKnowledgeRequest.FromString,
                     response_serializer=persona_dot_v1_dot_knowledge__pb2.GetKnowledgeResponse.SerializeToString,
+            ),
+            'GetProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProfile,
+                    request_deserializer=persona_dot_v1_dot_profile__pb2.GetProfileRequest.FromString,
+                    response_serializer=persona_dot_v1_dot_profile__pb2.GetProfileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -694,6 +715,33 @@ class MemoryService:
             '/persona.v1.MemoryService/GetKnowledge',
             persona_dot_v1_dot_knowledge__pb2.GetKnowledgeRequest.SerializeToString,
             persona_dot_v1_dot_knowledge__pb2.GetKnowledgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/persona.v1.MemoryService/GetProfile',
+            persona_dot_v1_dot_profile__pb2.GetProfileRequest.SerializeToString,
+            persona_dot_v1_dot_profile__pb2.GetProfileResponse.FromString,
             options,
             channel_credentials,
             insecure,

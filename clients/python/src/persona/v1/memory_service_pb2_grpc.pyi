@@ -8,6 +8,7 @@ from grpc import aio as _aio
 from persona.v1 import graph_pb2 as _graph_pb2
 from persona.v1 import knowledge_pb2 as _knowledge_pb2
 from persona.v1 import memory_service_pb2 as _memory_service_pb2
+from persona.v1 import profile_pb2 as _profile_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -54,6 +55,7 @@ class MemoryServiceStub:
     AskStructured: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.AskStructuredRequest, _memory_service_pb2.AskStructuredResponse]
     """AskStructured answers a question from the user's memories as JSON valid against a caller's
     JSON Schema, with the memories it relied on. Needs an LLM (FAILED_PRECONDITION otherwise).
+    Its one side effect: the cited memories are reinforced (Reinforcement.cited_count).
     """
     StreamContext: _grpc.UnaryStreamMultiCallable[_memory_service_pb2.StreamContextRequest, _memory_service_pb2.StreamContextResponse]
     """StreamContext sends a snapshot of the context for a user (and optional query), then
@@ -89,6 +91,11 @@ class MemoryServiceStub:
     """GetKnowledge returns a user's document of a schema, with per-field provenance and history.
     Needs an LLM (FAILED_PRECONDITION otherwise).
     """
+    GetProfile: _grpc.UnaryUnaryMultiCallable[_profile_pb2.GetProfileRequest, _profile_pb2.GetProfileResponse]
+    """GetProfile returns who the user is now, assembled from the graph without an LLM: the
+    strongest psyche items, active goals, key entities, recent episodes, counts and a context
+    block ready for a prompt.
+    """
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -114,6 +121,7 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     AskStructured: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.AskStructuredRequest, _memory_service_pb2.AskStructuredResponse]  # type: ignore[assignment]
     """AskStructured answers a question from the user's memories as JSON valid against a caller's
     JSON Schema, with the memories it relied on. Needs an LLM (FAILED_PRECONDITION otherwise).
+    Its one side effect: the cited memories are reinforced (Reinforcement.cited_count).
     """
     StreamContext: _aio.UnaryStreamMultiCallable[_memory_service_pb2.StreamContextRequest, _memory_service_pb2.StreamContextResponse]  # type: ignore[assignment]
     """StreamContext sends a snapshot of the context for a user (and optional query), then
@@ -148,6 +156,11 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     GetKnowledge: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.GetKnowledgeRequest, _knowledge_pb2.GetKnowledgeResponse]  # type: ignore[assignment]
     """GetKnowledge returns a user's document of a schema, with per-field provenance and history.
     Needs an LLM (FAILED_PRECONDITION otherwise).
+    """
+    GetProfile: _aio.UnaryUnaryMultiCallable[_profile_pb2.GetProfileRequest, _profile_pb2.GetProfileResponse]  # type: ignore[assignment]
+    """GetProfile returns who the user is now, assembled from the graph without an LLM: the
+    strongest psyche items, active goals, key entities, recent episodes, counts and a context
+    block ready for a prompt.
     """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -189,6 +202,7 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_memory_service_pb2.AskStructuredResponse, _abc.Awaitable[_memory_service_pb2.AskStructuredResponse]]:
         """AskStructured answers a question from the user's memories as JSON valid against a caller's
         JSON Schema, with the memories it relied on. Needs an LLM (FAILED_PRECONDITION otherwise).
+        Its one side effect: the cited memories are reinforced (Reinforcement.cited_count).
         """
 
     @_abc_1.abstractmethod
@@ -289,6 +303,17 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_knowledge_pb2.GetKnowledgeResponse, _abc.Awaitable[_knowledge_pb2.GetKnowledgeResponse]]:
         """GetKnowledge returns a user's document of a schema, with per-field provenance and history.
         Needs an LLM (FAILED_PRECONDITION otherwise).
+        """
+
+    @_abc_1.abstractmethod
+    def GetProfile(
+        self,
+        request: _profile_pb2.GetProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.GetProfileResponse, _abc.Awaitable[_profile_pb2.GetProfileResponse]]:
+        """GetProfile returns who the user is now, assembled from the graph without an LLM: the
+        strongest psyche items, active goals, key entities, recent episodes, counts and a context
+        block ready for a prompt.
         """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -50,6 +50,7 @@ _PROPERTY_FIELDS = frozenset(
         "valid_from",
         "invalid_at",
         "mention_count",
+        "cited_count",
         "last_reinforced_at",
         "metadata",
         "source_ids",
@@ -65,7 +66,7 @@ _PROPERTY_FIELDS = frozenset(
 MEMORY_PROJECTION = (
     "m {.id, .type, .text, .occurred_at, .recorded_at, .valid_from, .invalid_at, "
     ".mention_count, .last_reinforced_at, .metadata, .payload, .source_id, .seq, .extraction, "
-    ".summary}"
+    ".summary, .cited_count}"
 )
 
 # Provenance of `m`: the first `$prov_limit` episodes ingested (the port's PROVENANCE_LIMIT;
@@ -190,6 +191,8 @@ def to_memory(
         valid_from=opt_from_us(props["valid_from"]),
         invalid_at=opt_from_us(props["invalid_at"]),
         mention_count=props["mention_count"],
+        # Absent on nodes written before citations were counted (schema version 3): none.
+        cited_count=props.get("cited_count") or 0,
         last_reinforced_at=opt_from_us(props["last_reinforced_at"]),
         metadata=json.loads(props["metadata"] or "{}"),
     )

@@ -28,6 +28,7 @@ from persona_server.adapters.stores.paging import decode_cursor, encode_cursor
 from persona_server.adapters.stores.ranking import best_first_key
 from persona_server.adapters.stores.values import to_us
 from persona_server.domain.models import (
+    ChangeKind,
     Entity,
     Memory,
     MemoryType,
@@ -37,6 +38,7 @@ from persona_server.domain.names import normalise_name
 from persona_server.ports.graph_store import (
     CHANGE_LOG_MAX_ENTRIES,
     DerivedWrite,
+    MemoryCounts,
     MemoryFilter,
     MemoryOrder,
     Page,
@@ -112,6 +114,37 @@ MATCH (m:Episode {tenant: $tenant, user_id: $user_id, source_id: key})
     + PROVENANCE_SUBQUERY
     + MEMORY_RETURN
 )
+
+# Citations, one row per id in the order given; a later `at` only ever moves the time forward.
+_REINFORCE = """
+UNWIND range(0, size($ids) - 1) AS i
+MATCH (m:Memory {tenant: $tenant, user_id: $user_id, id: $ids[i]})
+SET m.cited_count = coalesce(m.cited_count, 0) + 1,
+    m.last_reinforced_at = CASE
+        WHEN m.last_reinforced_at IS NULL OR m.last_reinforced_at < $at THEN $at
+        ELSE m.last_reinforced_at END
+RETURN i, m.id AS id, m.type AS type ORDER BY i
+"""
+
+# Valid memories per type (each a range of the (tenant, user_id, type, recorded_at, id) index)
+# and active goals (the goal status index).
+_COUNTS = """
+UNWIND $types AS t
+CALL (t) {
+    MATCH (m:Memory)
+    WHERE m.tenant = $tenant AND m.user_id = $user_id AND m.type = t
+      AND m.recorded_at <= $until AND m.invalid_at IS NULL
+    RETURN count(m) AS n
+}
+RETURN t AS type, n
+"""
+_ACTIVE_GOALS = """
+MATCH (g:Goal)
+WHERE g.tenant = $tenant AND g.user_id = $user_id AND g.status = 'active'
+  AND g.recorded_at <= $until AND g.invalid_at IS NULL
+RETURN count(g) AS n
+"""
+_MAX_US = 2**63 - 1
 
 _MIN_US = -(2**63)
 
@@ -291,6 +324,45 @@ class Neo4jMemoryOps:
             memories.sort(key=partial(best_first_key, read.order), reverse=True)
             groups.append(memories)
         return groups
+
+    async def reinforce(self, user: UserRef, ids: Sequence[str], at: datetime) -> list[str]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+
+        async def work(tx: AsyncManagedTransaction) -> list[str]:
+            now = datetime.now(UTC)
+            head = await lock_user(tx, user, now, create=False)
+            if head is None:
+                return []
+            found = await rows(
+                tx, _REINFORCE, {**user_params(user), "ids": wanted, "at": to_us(at)}
+            )
+            changes = ChangeLog(head.change_seq, now, self.change_log_max_entries)
+            for r in found:
+                changes.add(ChangeKind.UPDATED, r["id"], r["type"])
+            await changes.flush(tx, user)
+            return [r["id"] for r in found]
+
+        return await self._conn.write(work)
+
+    async def counts(self, user: UserRef, *, recorded_by: datetime | None = None) -> MemoryCounts:
+        params = {
+            **read_params(user),
+            "types": [t.value for t in MemoryType],
+            "until": _MAX_US if recorded_by is None else to_us(recorded_by),
+        }
+
+        async def work(tx: AsyncManagedTransaction) -> tuple[list[dict[str, Any]], int]:
+            per_type = await rows(tx, _COUNTS, params)
+            active = await rows(tx, _ACTIVE_GOALS, params)
+            return per_type, int(active[0]["n"]) if active else 0
+
+        per_type, active = await self._conn.read(work)
+        by_type = dict.fromkeys(MemoryType, 0)
+        for r in per_type:
+            by_type[MemoryType(r["type"])] = int(r["n"])
+        return MemoryCounts(by_type, active)
 
     async def find_entities(self, user: UserRef, names: Sequence[str]) -> list[Entity]:
         # Normalising again is a no-op for callers that already did, and makes lookups agree

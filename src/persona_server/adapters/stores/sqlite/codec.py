@@ -33,6 +33,7 @@ _COLUMN_FIELDS = frozenset(
         "valid_from",
         "invalid_at",
         "mention_count",
+        "cited_count",
         "last_reinforced_at",
         "metadata",
         "source_ids",
@@ -46,22 +47,23 @@ _COLUMN_FIELDS = frozenset(
 MEMORY_COLUMNS = (
     "m.rowid, m.id, m.type, m.text, m.occurred_at, m.recorded_at, m.valid_from, m.invalid_at, "
     "m.mention_count, m.last_reinforced_at, m.metadata, m.payload, m.source_id, m.seq, "
-    "m.extraction"
+    "m.extraction, m.cited_count"
 )
 
 INSERT_MEMORY = (
     "INSERT INTO memories (user_key, id, type, text, occurred_at, recorded_at, valid_from, "
-    "invalid_at, mention_count, last_reinforced_at, metadata, payload, merge_key, subject_id, "
-    "object_id, source_id, seq, chain_at, extraction, extraction_due) "
+    "invalid_at, mention_count, cited_count, last_reinforced_at, metadata, payload, merge_key, "
+    "subject_id, object_id, source_id, seq, chain_at, extraction, extraction_due) "
     "VALUES (:user_key, :id, :type, :text, :occurred_at, :recorded_at, :valid_from, :invalid_at, "
-    ":mention_count, :last_reinforced_at, :metadata, :payload, :merge_key, :subject_id, "
-    ":object_id, :source_id, :seq, :chain_at, :extraction, :extraction_due)"
+    ":mention_count, :cited_count, :last_reinforced_at, :metadata, :payload, :merge_key, "
+    ":subject_id, :object_id, :source_id, :seq, :chain_at, :extraction, :extraction_due)"
 )
 
 UPDATE_MEMORY = (
     "UPDATE memories SET text = :text, occurred_at = :occurred_at, recorded_at = :recorded_at, "
     "valid_from = :valid_from, invalid_at = :invalid_at, mention_count = :mention_count, "
-    "last_reinforced_at = :last_reinforced_at, metadata = :metadata, payload = :payload, "
+    "cited_count = :cited_count, last_reinforced_at = :last_reinforced_at, "
+    "metadata = :metadata, payload = :payload, "
     "merge_key = :merge_key, subject_id = :subject_id, object_id = :object_id, "
     "source_id = :source_id, seq = :seq, chain_at = :chain_at, extraction = :extraction, "
     "extraction_due = :extraction_due WHERE user_key = :user_key AND id = :id"
@@ -93,6 +95,7 @@ def row_to_memory(
         source_id,
         seq,
         extraction,
+        cited_count,
     ) = tuple(row)
     data: dict[str, Any] = json.loads(payload)
     data.update(
@@ -104,6 +107,7 @@ def row_to_memory(
         valid_from=opt_from_us(valid_from),
         invalid_at=opt_from_us(invalid_at),
         mention_count=mention_count,
+        cited_count=cited_count,
         last_reinforced_at=opt_from_us(last_reinforced_at),
         metadata=json.loads(metadata),
     )

@@ -42,6 +42,7 @@ from persona_server.domain.models import (
 from persona_server.domain.names import normalise_name
 from persona_server.ports.graph_store import (
     DerivedWrite,
+    MemoryCounts,
     MemoryFilter,
     MemoryOrder,
     Page,
@@ -338,6 +339,64 @@ class SqliteMemoryOps:
                     load_memories(conn, sql, [key, *args, read.limit])
                     for read, (sql, args) in zip(reads, statements, strict=True)
                 ]
+
+        return await self._ctx.db.read(run)
+
+    async def reinforce(self, user: UserRef, ids: Sequence[str], at: datetime) -> list[str]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        at_us = to_us(at)
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            done: list[str] = []
+            with write_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return done
+                changes = ChangeLog(conn, key, datetime.now(UTC), self._ctx.change_log_max_entries)
+                for memory_id in wanted:
+                    row = conn.execute(
+                        "UPDATE memories SET cited_count = cited_count + 1, "
+                        "last_reinforced_at = max(coalesce(last_reinforced_at, ?), ?) "
+                        "WHERE user_key = ? AND id = ? RETURNING type",
+                        (at_us, at_us, key, memory_id),
+                    ).fetchone()
+                    if row is not None:
+                        changes.add(ChangeKind.UPDATED, memory_id, row[0])
+                        done.append(memory_id)
+                changes.flush()
+            return done
+
+        return await self._ctx.db.write(run)
+
+    async def counts(self, user: UserRef, *, recorded_by: datetime | None = None) -> MemoryCounts:
+        until = to_us(recorded_by) if recorded_by is not None else None
+
+        def run(conn: sqlite3.Connection) -> MemoryCounts:
+            by_type = dict.fromkeys(MemoryType, 0)
+            with read_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return MemoryCounts(by_type)
+                bound = "" if until is None else " AND recorded_at <= ?"
+                args: list[Any] = [key] if until is None else [key, until]
+                for memory_type in MemoryType:
+                    # One literal type per query, so SQLite counts a range of the
+                    # (user_key, type, recorded_at) index.
+                    (n,) = conn.execute(
+                        f"SELECT count(*) FROM memories WHERE user_key = ? "
+                        f"AND type = '{memory_type.value}' AND invalid_at IS NULL{bound}",
+                        args,
+                    ).fetchone()
+                    by_type[memory_type] = n
+                (active,) = conn.execute(
+                    "SELECT count(*) FROM memories WHERE user_key = ? AND type = 'goal' "
+                    "AND invalid_at IS NULL AND json_extract(payload, '$.status') = 'active'"
+                    + bound,
+                    args,
+                ).fetchone()
+            return MemoryCounts(by_type, active)
 
         return await self._ctx.db.read(run)
 

@@ -18,7 +18,8 @@ import sqlite3
 
 from persona_server.adapters.stores.sqlite.knowledge import KNOWLEDGE_SCHEMA
 
-SCHEMA_VERSION = 1
+# 2: memories.cited_count (AskStructured citations, for strength); added by `migrate`.
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS memories (
     valid_from         INTEGER,
     invalid_at         INTEGER,
     mention_count      INTEGER NOT NULL DEFAULT 1,
+    cited_count        INTEGER NOT NULL DEFAULT 0,
     last_reinforced_at INTEGER,
     metadata           TEXT NOT NULL DEFAULT '{}',
     payload            TEXT NOT NULL DEFAULT '{}',
@@ -187,8 +189,17 @@ def create_schema(conn: sqlite3.Connection) -> bool:
     """
     conn.executescript(SCHEMA)
     conn.executescript(KNOWLEDGE_SCHEMA)
+    migrate(conn)
     try:
         conn.execute("INSERT INTO memories_fts (memories_fts, rank) VALUES ('secure-delete', 1)")
     except sqlite3.OperationalError:
         return False
     return True
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an older server to the current layout (idempotent). The
+    version in `meta` follows in `_check_meta`, in the same start-up."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(memories)")}
+    if "cited_count" not in columns:  # version 1 -> 2
+        conn.execute("ALTER TABLE memories ADD COLUMN cited_count INTEGER NOT NULL DEFAULT 0")

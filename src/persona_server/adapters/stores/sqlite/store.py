@@ -120,6 +120,10 @@ def _check_meta(conn: sqlite3.Connection, path: Path, model: str, dimension: int
         raise StoreUnavailableError(
             f"{path} has schema version {version}; this server knows up to {SCHEMA_VERSION}"
         )
+    if version < SCHEMA_VERSION:  # create_schema migrated the tables already
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
     stored_model, stored_dim = meta["embedding_model"], int(meta["embedding_dimension"])
     if stored_model != model or stored_dim != dimension:
         raise EmbeddingMismatchError(
