@@ -235,7 +235,7 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         graph_import=GraphImportService(store, emb, notifier),
         knowledge=KnowledgeService(store, llm_configured=settings.llm_configured),
         profile=UserProfileService(store, profile),
-        decay=decay,
+        decay_time=profile.decay_time,
     )
     try:
         server = await start_grpc_server(settings, services, keys, store.ping, limits_for)

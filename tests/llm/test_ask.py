@@ -133,6 +133,11 @@ async def test_cited_memories_are_reinforced_and_nothing_else(
         >= before[citation.memory_id].reinforcement.last_reinforced_at.ToDatetime()
     )
     assert cited.strength > before[citation.memory_id].strength
+    # Dated at the user's present (their latest event time), the clock decay runs on.
+    present = max(
+        m.occurred_at.ToDatetime() for m in before.values() if m.type == pb.MEMORY_TYPE_EPISODE
+    )
+    assert cited.reinforcement.last_reinforced_at.ToDatetime() == present
     for memory_id, memory in after.items():
         if memory_id != citation.memory_id:
             assert memory.reinforcement == before[memory_id].reinforcement

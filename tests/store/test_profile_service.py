@@ -3,7 +3,7 @@ with include_dormant and revived by a new mention; content and order on a hand-m
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from persona_server.domain.models import GoalStatus, Memory, UserRef
 from persona_server.domain.strength import Decay
@@ -16,13 +16,14 @@ from .helpers import T0, by_id, entity, episode, fact, goal, new_user, psyche, p
 NOW = T0 + timedelta(days=365)
 
 
-def service(store: GraphStore) -> UserProfileService:
-    profile = ProfileService(store, decay=Decay(), clock=lambda: NOW)
-    return UserProfileService(store, profile, clock=lambda: NOW)
+def service(store: GraphStore, now: datetime = NOW) -> UserProfileService:
+    profile = ProfileService(store, decay=Decay(), clock=lambda: now)
+    return UserProfileService(store, profile, clock=lambda: now)
 
 
 async def write(store: GraphStore, user: UserRef, memories: list[Memory], source: str) -> None:
-    ep = episode(source, f"episode {source}", T0)
+    # The episode is the user's latest event, so NOW is the user's present (decay_time).
+    ep = episode(source, f"episode {source}", NOW)
     await put(store, user, [ep])
     await store.memories.write_derived(
         user, DerivedWrite(ep.id, memories, by_id(memories, units(len(memories))))
@@ -105,6 +106,25 @@ async def test_dormant_hidden_shown_and_revived(store: GraphStore, user: UserRef
     after = await svc.get(ProfileQuery(user))
     assert [i.memory.id for i in after.psyche] == [old.id, fresh.id]
     assert after.psyche[0].strength > 0.6
+
+
+async def test_decay_runs_on_the_users_time(store: GraphStore, user: UserRef) -> None:
+    """Memories age to the user's latest event, not to the wall clock: a user away for years
+    comes back to the same picture; an explicit as_of still ages them to that instant."""
+    await write(store, user, [psyche("likes hiking", key="hike", **days_ago(1))], "s1")
+    years_on = NOW + timedelta(days=3 * 365)
+    away = await service(store, now=years_on).get(ProfileQuery(user))
+    assert [i.memory.text for i in away.psyche] == ["likes hiking"]
+    at_now = await service(store).get(ProfileQuery(user))
+    assert away.psyche[0].strength == at_now.psyche[0].strength
+    asked = await service(store, now=years_on).get(ProfileQuery(user, as_of=years_on))
+    assert asked.psyche == []
+
+    # When the user speaks again years on, the old preference has faded.
+    await put(store, user, [episode("s2", "a new day", years_on)])
+    back = await service(store, now=years_on).get(ProfileQuery(user))
+    assert back.psyche == []
+    assert [i.memory.text for i in back.episodes] == ["a new day", "episode s1"]
 
 
 async def test_profile_is_per_tenant(store: GraphStore, user: UserRef) -> None:

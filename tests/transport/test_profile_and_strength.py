@@ -1,7 +1,8 @@
 """Strength, dormancy and GetProfile through the SDK against the real server (embedded store).
 
 The server's clock is the real one, so "old" here is years back: a derived memory mentioned
-once in 2020 is far below the forget threshold now (psyche half-life 120 days by default),
+once in 2020 is far below the forget threshold once the user has spoken again since (psyche
+half-life 120 days by default; decay runs on the user's own timeline, services.decay_time),
 and an episode is never dormant."""
 
 from __future__ import annotations
@@ -34,7 +35,17 @@ async def test_dormant_memories_hidden_shown_on_request_and_revived(
     await client.ingest("u1", [Item("I love hiking in the mountains.", "h1", occurred_at=OLD)])
     (stored,) = (await client.list_memories("u1", types=["psyche"])).memories
     assert stored.reinforcement.last_reinforced_at.ToDatetime(UTC) == OLD  # event time
-    assert 0 < stored.strength < 0.05  # dormant now
+    # A user away does not fade: their present is their latest event, still OLD.
+    assert stored.strength == pytest.approx(0.5)
+    assert [m.id for m in await psyche_recalled(client)] == [stored.id]
+    assert [i.memory.id for i in (await client.get_profile("u1")).psyche] == [stored.id]
+
+    # The user goes on living (today, about something else): the old preference is dormant.
+    await client.ingest(
+        "u1", [Item("We had a team meeting about the budget.", "m1", occurred_at=NOW)]
+    )
+    (stored,) = (await client.list_memories("u1", types=["psyche"])).memories
+    assert 0 < stored.strength < 0.05
 
     assert await psyche_recalled(client) == []
     shown = await psyche_recalled(client, include_dormant=True)
@@ -45,7 +56,7 @@ async def test_dormant_memories_hidden_shown_on_request_and_revived(
     assert later[0].strength < stored.strength
     # The episode it came from is never dormant.
     episodes = await client.recall("u1", "hiking in the mountains", types=["episode"])
-    assert [r.memory.episode.source_id for r in episodes.results] == ["h1"]
+    assert episodes.results[0].memory.episode.source_id == "h1"
     profile = await client.get_profile("u1")
     assert list(profile.psyche) == []
     assert texts(i.memory for i in (await client.get_profile("u1", include_dormant=True)).psyche)

@@ -34,6 +34,7 @@ from persona_server.ports.llm import (
 )
 from persona_server.services import json_schemas
 from persona_server.services.commands import AskQuery, RecallQuery
+from persona_server.services.decay_time import user_present
 from persona_server.services.ingest import utcnow
 from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.recall import RecallService
@@ -185,8 +186,10 @@ class LlmAskService:
         citations = [memories[n - 1] for n in cited]
         if citations and self._store is not None:
             # The one side effect of AskStructured (README): what an answer relied on is
-            # reinforced, dated now (the answer's time), so memories in use stay strong.
-            await self._store.memories.reinforce(q.user, [m.id for m in citations], utcnow())
+            # reinforced, so memories in use stay strong. Dated at the user's present, the
+            # clock decay runs on (services.decay_time): the answer is given then.
+            at = await user_present(self._store, q.user, utcnow())
+            await self._store.memories.reinforce(q.user, [m.id for m in citations], at)
             if self._notifier is not None:
                 self._notifier.notify(q.user)
         return AskAnswer(

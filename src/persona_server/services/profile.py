@@ -18,6 +18,7 @@ from persona_server.domain.names import normalise_name
 from persona_server.domain.strength import Decay
 from persona_server.ports.extractor import USER_SUBJECT
 from persona_server.ports.graph_store import GraphStore, MemoryOrder, RankedRead
+from persona_server.services.decay_time import DecayTime
 from persona_server.services.ingest import utcnow
 from persona_server.services.results import ScoredMemory
 
@@ -101,25 +102,24 @@ class ProfileService:
     ) -> None:
         self._store = store
         self._groups = tuple(groups)
-        self._decay = decay or Decay()
-        self._clock = clock
+        self._time = DecayTime(store, decay or Decay(), clock)
 
     @property
-    def decay(self) -> Decay:
-        return self._decay
+    def decay_time(self) -> DecayTime:
+        return self._time
 
     def groups_for(self, types: frozenset[MemoryType]) -> list[ProfileGroup]:
         """The groups of `types` (all of them for an empty set)."""
         return [g for g in self._groups if not types or g.memory_type in types]
 
-    def keep(self, *, include_dormant: bool, as_of: datetime | None) -> Keep:
-        """Which memories a profile at `as_of` (now when None) may show."""
-        at = as_of or self._clock()
+    async def keep(self, user: UserRef, *, include_dormant: bool, as_of: datetime | None) -> Keep:
+        """Which memories a profile at `as_of` (the user's present when None) may show."""
+        awake = await self._time.awake(user, as_of, include_dormant=include_dormant)
 
         def keep(memory: Memory) -> bool:
             if as_of is not None and memory.recorded_at > as_of:
                 return False
-            return include_dormant or not self._decay.dormant(memory, at)
+            return awake(memory)
 
         return keep
 
@@ -139,7 +139,7 @@ class ProfileService:
         groups = self.groups_for(types)
         if not groups:
             return Profile([])
-        keep = self.keep(include_dormant=include_dormant, as_of=as_of)
+        keep = await self.keep(user, include_dormant=include_dormant, as_of=as_of)
         found = await self.read(user, [(g, limit) for g in groups], keep)
         return Profile(list(zip(groups, found, strict=True)))
 

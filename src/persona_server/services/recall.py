@@ -22,6 +22,7 @@ from persona_server.domain.strength import Decay
 from persona_server.ports.embedder import Embedder
 from persona_server.ports.graph_store import GraphStore, MemoryFilter, Neighbours, SearchHit
 from persona_server.services.commands import RecallQuery
+from persona_server.services.decay_time import DecayTime
 from persona_server.services.filtering import matches
 from persona_server.services.ingest import utcnow
 from persona_server.services.passages import in_chain_order, passages, same_sitting
@@ -99,7 +100,7 @@ class RecallService:
         decay: Decay | None = None,
     ) -> None:
         self._store = store
-        self._decay = decay or Decay()
+        self._time = DecayTime(store, decay or Decay(), clock)
         self._embedder = embedder
         self._tuning = tuning or RecallTuning()
         self._time_spans = time_spans
@@ -111,9 +112,10 @@ class RecallService:
         # every saved round trip is latency. Full-text needs no embedding, so it runs while the
         # query is embedded.
         depth = max(t.candidates, q.max_results * 3)
-        (vector_hits, time_hits), text_hits = await asyncio.gather(
+        (vector_hits, time_hits), text_hits, decay_at = await asyncio.gather(
             self._vector_channels(q, depth),
             self._store.search.text(q.user, q.query, depth, q.filter),
+            self._decay_at(q),
         )
         channels: dict[str, list[ChannelHit]] = defaultdict(list)
         named = (("vector", vector_hits), ("text", text_hits), ("time", time_hits))
@@ -176,11 +178,14 @@ class RecallService:
             tried = set(memories)
         for memory_id, hits in expansion_hits.items():
             channels[memory_id].extend(hits)
-        if t.strength_weight:
-            scores, ranked = self._strengthened(q, scores, ranked, memories)
+        if decay_at is not None and t.strength_weight:
+            scores, ranked = self._strengthened(decay_at, scores, ranked, memories)
+        awake = self._awake(None if q.include_dormant else decay_at)
 
         while True:
-            groups, complete = self._final_passages(ranked, scores, tried, memories, found, q, size)
+            groups, complete = self._final_passages(
+                ranked, scores, tried, memories, found, q, size, awake
+            )
             if len(groups) >= q.max_results or complete:
                 break
             # More dropped out than the margin allowed for: fetch the next slice.
@@ -256,15 +261,15 @@ class RecallService:
         found: Neighbours,
         q: RecallQuery,
         size: int,
+        awake: Callable[[Memory], bool],
     ) -> tuple[list[list[str]], bool]:
         """The results' passages from what has been fetched, and whether every candidate has
         been tried. Candidates lead in rank order only up to the first one not fetched yet
         (a better one might still come); fetched ones beyond it may only join."""
         cut = next((n for n, i in enumerate(ranked) if i not in tried), len(ranked))
         # Expanded neighbours did not pass through the store's filter: check them here.
-        # Dormancy is computed (strength at as_of), so no store filter knows it: checked here
-        # too, for search hits and neighbours alike.
-        awake = self._awake(q)
+        # Dormancy is computed (strength at the user's present or as_of), so no store filter
+        # knows it: checked here too, for search hits and neighbours alike.
         usable = [
             i
             for i in ranked
@@ -278,26 +283,34 @@ class RecallService:
         leaders = sum(1 for i in usable if i in before_cut)
         return self._passages(usable, scores, found, memories, limit, size, leaders), False
 
+    async def _decay_at(self, q: RecallQuery) -> datetime | None:
+        """The instant strength is computed at, None when nothing needs it (dormant memories
+        asked for, strength not a signal): then no store read is spent on it."""
+        if q.include_dormant and not self._tuning.strength_weight:
+            return None
+        return await self._time.at(q.user, q.filter.as_of)
+
     def _strengthened(
         self,
-        q: RecallQuery,
+        at: datetime,
         scores: dict[str, float],
         ranked: list[str],
         memories: dict[str, Memory],
     ) -> tuple[dict[str, float], list[str]]:
-        at = q.filter.as_of or self._clock()
         weight = self._tuning.strength_weight
+        decay = self._time.decay
         out = dict(scores)
         for memory_id, memory in memories.items():
             if memory_id in out:
-                out[memory_id] *= 1 + weight * self._decay.strength(memory, at)
+                out[memory_id] *= 1 + weight * decay.strength(memory, at)
         return out, sorted(ranked, key=out.__getitem__, reverse=True)
 
-    def _awake(self, q: RecallQuery) -> Callable[[Memory], bool]:
-        if q.include_dormant:
+    def _awake(self, at: datetime | None) -> Callable[[Memory], bool]:
+        # None: dormant memories were asked for.
+        if at is None:
             return lambda _memory: True
-        as_of = q.filter.as_of or self._clock()
-        return lambda memory: not self._decay.dormant(memory, as_of)
+        decay = self._time.decay
+        return lambda memory: not decay.dormant(memory, at)
 
     @staticmethod
     def _ranked(scores: dict[str, float], wants_entities: bool) -> list[str]:

@@ -1,14 +1,16 @@
 """GetProfile: who the user is now, in one call, assembled from the graph with no LLM.
 
 Built on the profile groups (services.profile): each group is read from its index, bounded, then
-the strongest (domain.strength at `as_of`) are kept. Psyche items and entities are candidates
-both for being mentioned most and for being recorded last, as either can make a memory strong;
-active goals by record time; episodes are the latest in event time. Ties go to the larger id,
-so the same store and `as_of` always give the same profile.
+the strongest (domain.strength at `as_of`, or at the user's present: services.decay_time) are
+kept. Psyche items and entities are candidates both for being mentioned most and for being
+recorded last, as either can make a memory strong; active goals by record time; episodes are the
+latest in event time. Ties go to the larger id, so the same store and `as_of` always give the
+same profile.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,8 +94,10 @@ class UserProfileService:
         if not 1 <= q.max_items <= MAX_ITEMS:
             raise ValueError(f"max_items must be 1 to {MAX_ITEMS}")
         at = q.as_of or self._clock()
-        decay = self._profile.decay
-        keep = self._profile.keep(include_dormant=q.include_dormant, as_of=q.as_of)
+        strength, keep = await asyncio.gather(
+            self._profile.decay_time.strength_of(q.user, q.as_of),
+            self._profile.keep(q.user, include_dormant=q.include_dormant, as_of=q.as_of),
+        )
         n = q.max_items
         wide = n * _CANDIDATES
 
@@ -115,14 +119,14 @@ class UserProfileService:
 
         def strongest(*groups: list[Memory]) -> list[ProfileItem]:
             unique = {m.id: m for group in groups for m in group}
-            items = [ProfileItem(m, decay.strength(m, at)) for m in unique.values()]
+            items = [ProfileItem(m, strength(m)) for m in unique.values()]
             items.sort(key=lambda i: (i.strength, i.memory.id), reverse=True)
             return items[:n]
 
         entities = await self._with_relations(q.user, strongest(found[3], found[4]))
         psyche = strongest(found[0], found[1])
         goals = strongest(found[2])
-        shown_episodes = [ProfileItem(m, decay.strength(m, at)) for m in episodes]
+        shown_episodes = [ProfileItem(m, strength(m)) for m in episodes]
         return UserProfile(
             as_of=at,
             psyche=psyche,

@@ -6,6 +6,7 @@ with rich details in exactly one place (`errors.to_status`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import weakref
@@ -21,10 +22,10 @@ from persona.v1 import knowledge_pb2 as kpb
 from persona.v1 import memory_service_pb2 as svc
 from persona.v1 import memory_service_pb2_grpc as svc_grpc
 from persona.v1 import profile_pb2 as ppb
-from persona_server.domain.models import Memory, UserRef
-from persona_server.domain.strength import Decay
+from persona_server.domain.models import UserRef
 from persona_server.services.ask import AskService
 from persona_server.services.context_feed import ContextFeed
+from persona_server.services.decay_time import DecayTime
 from persona_server.services.graph_export import GraphExportService
 from persona_server.services.graph_import import GraphImportService, ImportChunk
 from persona_server.services.ingest import IngestService, utcnow
@@ -61,7 +62,7 @@ class Services:
     graph_import: GraphImportService
     knowledge: KnowledgeService
     profile: UserProfileService
-    decay: Decay
+    decay_time: DecayTime
     clock: Callable[[], datetime] = utcnow
 
 
@@ -93,8 +94,10 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
     async def Recall(self, request: svc.RecallRequest, context: Context) -> svc.RecallResponse:
         async def call() -> svc.RecallResponse:
             query = validation.recall(current_tenant(), request)
-            outcome = await self._s.recall.recall(query)
-            strength = self._strength(query.filter.as_of)
+            outcome, strength = await asyncio.gather(
+                self._s.recall.recall(query),
+                self._s.decay_time.strength_of(query.user, query.filter.as_of),
+            )
             return convert.recall_response(outcome, query.user.user_id, strength)
 
         return await _unary(context, call)
@@ -147,10 +150,6 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
             message = self._converted[event] = convert.stream_event(event, user)
         return message
 
-    def _strength(self, as_of: datetime | None) -> Callable[[Memory], float]:
-        at = as_of or self._s.clock()
-        return lambda memory: self._s.decay.strength(memory, at)
-
     async def GetMemory(
         self, request: svc.GetMemoryRequest, context: Context
     ) -> svc.GetMemoryResponse:
@@ -158,10 +157,10 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
             user, memory_id = validation.memory_ref(
                 current_tenant(), request.user_id, request.memory_id
             )
-            memory = await self._s.memories.get(user, memory_id)
-            return svc.GetMemoryResponse(
-                memory=convert.memory(memory, user.user_id, self._strength(None))
+            memory, strength = await asyncio.gather(
+                self._s.memories.get(user, memory_id), self._s.decay_time.strength_of(user, None)
             )
+            return svc.GetMemoryResponse(memory=convert.memory(memory, user.user_id, strength))
 
         return await _unary(context, call)
 
@@ -170,8 +169,10 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
     ) -> svc.ListMemoriesResponse:
         async def call() -> svc.ListMemoriesResponse:
             query = validation.list_memories(current_tenant(), request)
-            page = await self._s.memories.list_page(query)
-            strength = self._strength(None)
+            page, strength = await asyncio.gather(
+                self._s.memories.list_page(query),
+                self._s.decay_time.strength_of(query.user, None),
+            )
             return svc.ListMemoriesResponse(
                 memories=[convert.memory(m, query.user.user_id, strength) for m in page.memories],
                 next_page_token=page.next_cursor,

@@ -1096,15 +1096,18 @@ type Memory struct {
 	Reinforcement *Reinforcement `protobuf:"bytes,9,opt,name=reinforcement,proto3" json:"reinforcement,omitempty"`
 	// String metadata given at ingest (episodes) or inherited from the first episode (derived).
 	Metadata map[string]string `protobuf:"bytes,10,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// How alive the memory is, in [0, 1], at the request's `as_of` (now when it has none):
-	// n / (n + 1) * 0.5 ^ (age / (half_life * n)), with n its reinforcements (mention_count +
-	// cited_count), age the event time since its last reinforcement, and half_life that of its
+	// How alive the memory is, in [0, 1], at the request's `as_of`, or, when it has none, at the
+	// user's present: their latest event time (the newest `occurred_at` of their episodes, never
+	// later than now). So memories fade as the user goes on, not while they are away, and a
+	// back-filled history arrives alive. Formula: n / (n + 1) * 0.5 ^ (age / (half_life * n)),
+	// with n its reinforcements (mention_count + cited_count), age the event time since its last
+	// reinforcement, and half_life that of its
 	// type (`PERSONA_DECAY_HALF_LIFE_DAYS_<TYPE>`; achieved or abandoned goals use
 	// `..._GOAL_DONE`). Computed on read, never stored. A derived memory (not an episode) below
 	// `PERSONA_FORGET_THRESHOLD` is dormant: Recall, StreamContext and GetProfile leave it out
 	// unless `include_dormant` is set; a new mention revives it. Decay deletes nothing.
 	// Left unset (0) in StreamContext events, whose memories are compared from event to event
-	// while strength moves with the clock alone, and in ExportGraph, which carries what is stored.
+	// while strength moves with time alone, and in ExportGraph, which carries what is stored.
 	Strength float64 `protobuf:"fixed64,11,opt,name=strength,proto3" json:"strength,omitempty"`
 	// Type-specific fields.
 	//

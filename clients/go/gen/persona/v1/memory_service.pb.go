@@ -581,8 +581,8 @@ type RecallRequest struct {
 	IncludeHistory bool `protobuf:"varint,6,opt,name=include_history,json=includeHistory,proto3" json:"include_history,omitempty"`
 	// Recall as of this time: facts valid then, memories recorded by then. Implies history.
 	AsOf *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
-	// Also return dormant memories: derived memories whose strength at `as_of` (now when unset)
-	// is below `PERSONA_FORGET_THRESHOLD` (see Memory.strength).
+	// Also return dormant memories: derived memories whose strength at `as_of` (the user's
+	// present when unset, see Memory.strength) is below `PERSONA_FORGET_THRESHOLD` (see Memory.strength).
 	IncludeDormant bool `protobuf:"varint,8,opt,name=include_dormant,json=includeDormant,proto3" json:"include_dormant,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache

@@ -30,7 +30,8 @@ type GetProfileRequest struct {
 	// The profile as of this time: strength is computed then, memories recorded after it (and
 	// episodes that happened after it) are left out, and so are the counts of memories recorded
 	// after it. Memories invalidated since (a contradicted fact, a replaced goal) are left out
-	// whatever the time. Unset: now.
+	// whatever the time. Unset: now, with strength at the user's present (their latest event
+	// time, see Memory.strength).
 	AsOf *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
 	// At most this many items per group, 1 to 100; 0 means 10.
 	MaxItems int32 `protobuf:"varint,3,opt,name=max_items,json=maxItems,proto3" json:"max_items,omitempty"`
@@ -262,7 +263,8 @@ type GetProfileResponse struct {
 	Counts *ProfileCounts `protobuf:"bytes,5,opt,name=counts,proto3" json:"counts,omitempty"`
 	// The profile as a compact text block ready to put into a prompt.
 	ContextBlock string `protobuf:"bytes,6,opt,name=context_block,json=contextBlock,proto3" json:"context_block,omitempty"`
-	// The time the profile was computed at (the request's `as_of`, or now).
+	// The time the profile was computed at (the request's `as_of`, or now). Strength is at
+	// `as_of`, or at the user's present when the request has none.
 	AsOf          *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -377,8 +377,8 @@ class RecallRequest(_message.Message):
     include_history: _builtins.bool
     """Include invalidated facts, each with its validity."""
     include_dormant: _builtins.bool
-    """Also return dormant memories: derived memories whose strength at `as_of` (now when unset)
-    is below `PERSONA_FORGET_THRESHOLD` (see Memory.strength).
+    """Also return dormant memories: derived memories whose strength at `as_of` (the user's
+    present when unset, see Memory.strength) is below `PERSONA_FORGET_THRESHOLD` (see Memory.strength).
     """
     @_builtins.property
     def filter(self) -> Global___RecallFilter:

@@ -43,7 +43,8 @@ class GetProfileRequest(_message.Message):
         """The profile as of this time: strength is computed then, memories recorded after it (and
         episodes that happened after it) are left out, and so are the counts of memories recorded
         after it. Memories invalidated since (a contradicted fact, a replaced goal) are left out
-        whatever the time. Unset: now.
+        whatever the time. Unset: now, with strength at the user's present (their latest event
+        time, see Memory.strength).
         """
 
     def __init__(
@@ -173,7 +174,9 @@ class GetProfileResponse(_message.Message):
 
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
-        """The time the profile was computed at (the request's `as_of`, or now)."""
+        """The time the profile was computed at (the request's `as_of`, or now). Strength is at
+        `as_of`, or at the user's present when the request has none.
+        """
 
     def __init__(
         self,

@@ -312,8 +312,8 @@ export type RecallRequest = Message<"persona.v1.RecallRequest"> & {
   asOf?: Timestamp | undefined;
 
   /**
-   * Also return dormant memories: derived memories whose strength at `as_of` (now when unset)
-   * is below `PERSONA_FORGET_THRESHOLD` (see Memory.strength).
+   * Also return dormant memories: derived memories whose strength at `as_of` (the user's
+   * present when unset, see Memory.strength) is below `PERSONA_FORGET_THRESHOLD` (see Memory.strength).
    *
    * @generated from field: bool include_dormant = 8;
    */

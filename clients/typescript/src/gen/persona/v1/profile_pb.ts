@@ -33,7 +33,8 @@ export type GetProfileRequest = Message<"persona.v1.GetProfileRequest"> & {
    * The profile as of this time: strength is computed then, memories recorded after it (and
    * episodes that happened after it) are left out, and so are the counts of memories recorded
    * after it. Memories invalidated since (a contradicted fact, a replaced goal) are left out
-   * whatever the time. Unset: now.
+   * whatever the time. Unset: now, with strength at the user's present (their latest event
+   * time, see Memory.strength).
    *
    * @generated from field: google.protobuf.Timestamp as_of = 2;
    */
@@ -197,7 +198,8 @@ export type GetProfileResponse = Message<"persona.v1.GetProfileResponse"> & {
   contextBlock: string;
 
   /**
-   * The time the profile was computed at (the request's `as_of`, or now).
+   * The time the profile was computed at (the request's `as_of`, or now). Strength is at
+   * `as_of`, or at the user's present when the request has none.
    *
    * @generated from field: google.protobuf.Timestamp as_of = 7;
    */
