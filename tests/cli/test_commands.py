@@ -56,6 +56,7 @@ def test_recall_json(fake_server: FakeServer, capsys: pytest.CaptureFixture[str]
                 "type": "episode",
                 "text": "I moved to Lisbon",
                 "score": 0.75,
+                "strength": 0.0,
                 "source_ids": ["msg-1"],
                 "occurred_at": "2023-05-08T13:56:00Z",
             }

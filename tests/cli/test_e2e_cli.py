@@ -76,6 +76,36 @@ def test_profile_json_and_text(real_server: Any, capsys: pytest.CaptureFixture[s
     assert code == 1 and "max_items" in err
 
 
+def test_recall_include_dormant(real_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """An old preference, faded once the user has spoken since, is hidden from `recall` and
+    shown with --include-dormant."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    items = [("I love sailing.", "2019-03-01T10:00:00Z"), ("We met the plumber.", now)]
+    for n, (text, at) in enumerate(items):
+        code, _, err = _run(
+            capsys,
+            real_server,
+            "ingest",
+            "--user",
+            "cli-dormant",
+            "--text",
+            text,
+            "--source-id",
+            f"d{n}",
+            "--occurred-at",
+            at,
+        )
+        assert (code, err) == (0, "")
+    recall = ["recall", "--user", "cli-dormant", "--query", "sailing", "--type", "psyche"]
+    code, out, err = _run(capsys, real_server, *recall, "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["results"] == []
+    code, out, err = _run(capsys, real_server, *recall, "--json", "--include-dormant")
+    assert (code, err) == (0, "")
+    (result,) = json.loads(out)["results"]
+    assert "sailing" in result["text"] and result["strength"] < 0.05
+
+
 def test_ingest_file_then_recall_json(
     real_server: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -99,7 +129,7 @@ def test_ingest_file_then_recall_json(
     )
     assert (code, err) == (0, "")
     results = json.loads(out)["results"]
-    keys = ["id", "type", "text", "score", "source_ids", "occurred_at"]
+    keys = ["id", "type", "text", "score", "strength", "source_ids", "occurred_at"]
     # "joined" only on a passage: the memories Recall returns with the one that leads it.
     assert all(list(r) in (keys, [*keys, "joined"]) for r in results)
     hit = next(r for r in results if r["source_ids"] == ["D1:3"])

@@ -48,6 +48,7 @@ def test_recall_json_exact_shape() -> None:
                 "type": "episode",
                 "text": "I moved to Lisbon",
                 "score": 0.5,
+                "strength": 0.0,
                 "source_ids": ["D1:3", "D1:4"],
                 "occurred_at": "2023-05-08T13:56:00Z",
             },
@@ -56,6 +57,7 @@ def test_recall_json_exact_shape() -> None:
                 "type": "fact",
                 "text": "I moved to Lisbon",
                 "score": 0.25,
+                "strength": 0.0,
                 "source_ids": ["D1:3", "D1:4"],
                 "occurred_at": None,
             },
@@ -66,6 +68,7 @@ def test_recall_json_exact_shape() -> None:
         "type",
         "text",
         "score",
+        "strength",
         "source_ids",
         "occurred_at",
     ]

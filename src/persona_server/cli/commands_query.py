@@ -36,6 +36,7 @@ def register(commands: Any, client_parent: argparse.ArgumentParser) -> None:
     p.add_argument("--explain", action="store_true", help="show each channel's rank and score")
     p.add_argument("--history", action="store_true", help="include invalidated facts")
     p.add_argument("--as-of", metavar="ISO8601", help="recall as memory stood at that time")
+    _add_dormant(p)
     p.set_defaults(handler=run_recall)
 
     p = commands.add_parser(
@@ -60,7 +61,16 @@ def register(commands: Any, client_parent: argparse.ArgumentParser) -> None:
     _add_types(p)
     p.add_argument("--resume-token", default="", metavar="T", help="resume after this event")
     p.add_argument("--heartbeat", type=int, default=0, metavar="SECONDS", help="(server: 15)")
+    _add_dormant(p)
     p.set_defaults(handler=run_stream)
+
+
+def _add_dormant(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--include-dormant",
+        action="store_true",
+        help="also return dormant (forgotten) memories: strength below the forget threshold",
+    )
 
 
 def _add_types(p: argparse.ArgumentParser) -> None:
@@ -91,6 +101,7 @@ def run_recall(args: argparse.Namespace) -> int:
             explain=args.explain,
             include_history=args.history,
             as_of=as_of,
+            include_dormant=args.include_dormant,
         )
     if args.json:
         print(output.dumps(output.recall_json(response, explain=args.explain)))
@@ -127,6 +138,7 @@ def run_stream(args: argparse.Namespace) -> int:
             types=args.types,
             resume_token=args.resume_token,
             heartbeat_seconds=args.heartbeat,
+            include_dormant=args.include_dormant,
             timeout=args.timeout,
         )
 

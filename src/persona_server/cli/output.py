@@ -63,16 +63,18 @@ def memory_summary(memory: memory_pb2.Memory) -> Json:
     }
 
 
-def recall_result(result: pb.RecallResult, *, explain: bool) -> Json:
+def recall_result(result: pb.RecallResult, *, explain: bool, strength: bool = False) -> Json:
     summary = memory_summary(result.memory)
     out: Json = {
         "id": summary["id"],
         "type": summary["type"],
         "text": summary["text"],
         "score": float(result.score),
-        "source_ids": summary["source_ids"],
-        "occurred_at": summary["occurred_at"],
     }
+    if strength:
+        out["strength"] = float(result.memory.strength)
+    out["source_ids"] = summary["source_ids"]
+    out["occurred_at"] = summary["occurred_at"]
     if result.joined:
         out["joined"] = [memory_summary(m) for m in result.joined]
     if explain:
@@ -83,7 +85,8 @@ def recall_result(result: pb.RecallResult, *, explain: bool) -> Json:
 
 
 def recall_json(response: pb.RecallResponse, *, explain: bool = False) -> Json:
-    return {"results": [recall_result(r, explain=explain) for r in response.results]}
+    # Strength only here: stream events leave it unset (see Memory.strength).
+    return {"results": [recall_result(r, explain=explain, strength=True) for r in response.results]}
 
 
 def ask_json(response: pb.AskStructuredResponse) -> Json:
@@ -133,6 +136,8 @@ def memory_json(memory: memory_pb2.Memory) -> Json:
     out["valid_from"] = timestamp(memory.validity, "valid_from")
     out["invalid_at"] = timestamp(memory.validity, "invalid_at")
     out["mention_count"] = memory.reinforcement.mention_count
+    out["cited_count"] = memory.reinforcement.cited_count
+    out["strength"] = float(memory.strength)
     detail = memory.WhichOneof("detail")
     out["detail"] = (
         MessageToDict(getattr(memory, detail), preserving_proto_field_name=True) if detail else {}
