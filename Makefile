@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup setup-sdks serve test lint protos browser vendor-js bench-latency bench-locomo \
+.PHONY: setup setup-sdks serve test lint protos browser vendor-js api-baseline bench-latency bench-locomo \
 	bench-load bench-chaos bench-stream bench-export
 
 # The Go and TypeScript SDKs' tools (see clients/go/README.md, clients/typescript/README.md).
@@ -64,6 +64,7 @@ lint: setup setup-sdks
 	$(BIN)/python scripts/gen_protos.py --check
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
+	$(BIN)/buf breaking --against $(API_BASELINE)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -71,6 +72,12 @@ lint: setup setup-sdks
 	cd $(GO_SDK) && go vet -tags e2e ./...
 	cd $(TS_SDK) && node_modules/.bin/tsc --noEmit
 	$(BIN)/python scripts/vendor_js.py --check
+
+# The released contract that `make lint` holds the protos to (buf breaking, FILE rules). Take a
+# new baseline after an additive change has landed; a breaking one needs a new package (v2).
+API_BASELINE := api/v1-baseline.json
+api-baseline: setup
+	$(BIN)/buf build --exclude-source-info -o $(API_BASELINE)
 
 # The viewer's graph library, copied again from its npm lock (after changing the version).
 vendor-js: setup
