@@ -42,6 +42,7 @@ from persona_server.extraction.offline.query_time import query_time_spans
 from persona_server.ports.graph_store import MemoryFilter
 from persona_server.services.commands import IngestCommand, NewItem, RecallQuery
 from persona_server.services.recall import RecallService, RecallTuning
+from persona_server.services.related_words import RelatedWords
 
 TENANT = "default"
 
@@ -98,7 +99,13 @@ async def evaluate(
     types: frozenset[MemoryType] = frozenset(),
     split: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    service = RecallService(app.store, app.embedder, tuning, time_spans=query_time_spans)
+    service = RecallService(
+        app.store,
+        app.embedder,
+        tuning,
+        time_spans=query_time_spans,
+        related=RelatedWords(app.store, app.embedder),
+    )
     rows: list[dict[str, Any]] = []
     latencies: list[float] = []
     for conv in convs:
