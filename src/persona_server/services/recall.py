@@ -369,9 +369,12 @@ class RecallService:
                 continue
             if t.fusion == "score":
                 top, bottom = hits[0].score, hits[-1].score
-                span = (top - bottom) or 1.0
+                span = top - bottom
                 for hit in hits:
-                    scores[hit.memory_id] += weight * (hit.score - bottom) / span
+                    # Hits that all score the same (one hit, say) are all as good as the best:
+                    # min-max would give them nothing.
+                    share = (hit.score - bottom) / span if span else 1.0
+                    scores[hit.memory_id] += weight * share
             else:
                 for rank, hit in enumerate(hits, start=1):
                     scores[hit.memory_id] += weight / (t.rrf_k + rank)
