@@ -159,3 +159,11 @@ async def test_recall_channel_lifts_a_turn_sharing_no_word_with_the_query(
 
 def _has(result: ScoredMemory, channel: str) -> bool:
     return any(c.channel == channel for c in result.channels)
+
+
+async def test_vocabulary_is_bounded(store: SqliteGraphStore, embedder: LocalOnnxEmbedder) -> None:
+    await say(store, embedder, ANNA, ANNA_TURNS)
+    # The first turn alone has more than five content words: "violin" (sixth turn) is not kept.
+    small = RelatedWords(store, embedder, max_words=5)
+    assert "violin" not in await small.for_query(ANNA, "What instruments does Anna play?")
+    assert "violin" in await RelatedWords(store, embedder).for_query(ANNA, "What instruments?")

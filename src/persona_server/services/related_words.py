@@ -16,7 +16,9 @@ The vocabulary of a user is read from the store once (their episodes' texts, pag
 kept current from the change log: each use reads the user's latest change number, and the
 episodes added or changed since are read and their words added. Words of deleted episodes
 stay until the vocabulary is read again (they then match nothing, which costs a candidate
-place, not a wrong result). Vocabularies are kept per process, least recently used first out
+place, not a wrong result). A vocabulary holds at most `max_words` words (the first met);
+the first use for a user embeds every word not already shared, so it costs seconds for a
+large user (LoCoMo's 3,000-word users: BENCHMARKS.md). Vocabularies are kept per process, least recently used first out
 past a byte budget; the word vectors are shared between users (a word's vector depends on the
 word alone), so the second user who writes "kids" does not embed it again.
 """
@@ -94,6 +96,7 @@ class RelatedWords:
         per_word: int = 3,
         min_similarity: float = 0.6,
         max_bytes: int = 256 << 20,
+        max_words: int = 20_000,
         max_shared_words: int = 50_000,
         page: int = 1000,
         max_changes: int = 2000,
@@ -103,6 +106,7 @@ class RelatedWords:
         self._per_word = per_word
         self._min_similarity = min_similarity
         self._max_bytes = max_bytes
+        self._max_words = max_words
         self._max_shared = max_shared_words
         self._page = page
         self._max_changes = max_changes
@@ -194,7 +198,9 @@ class RelatedWords:
             for word in content_words(memory.text):
                 if word not in vocab.index:
                     new[word] = None
-        words = list(new)
+        # A bound on memory and on the embedding a first read costs (words are embedded at
+        # about 1,500 a second on two cores): past it, later words are not added.
+        words = list(new)[: max(0, self._max_words - vocab.n)]
         vocab.add(words, await self._vectors(words, None))
 
     async def _vectors(
