@@ -42,6 +42,7 @@ from persona_server.extraction.offline.query_time import query_time_spans
 from persona_server.ports.graph_store import MemoryFilter
 from persona_server.services.commands import IngestCommand, NewItem, RecallQuery
 from persona_server.services.recall import RecallService, RecallTuning
+from persona_server.services.related_words import RelatedWords
 
 TENANT = "default"
 
@@ -97,8 +98,12 @@ async def evaluate(
     tuning: RecallTuning,
     types: frozenset[MemoryType] = frozenset(),
     split: tuple[str, ...] = (),
+    related_options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    service = RecallService(app.store, app.embedder, tuning, time_spans=query_time_spans)
+    related = RelatedWords(app.store, app.embedder, **(related_options or {}))
+    service = RecallService(
+        app.store, app.embedder, tuning, time_spans=query_time_spans, related=related
+    )
     rows: list[dict[str, Any]] = []
     latencies: list[float] = []
     for conv in convs:
@@ -124,6 +129,7 @@ async def evaluate(
     report = _rounded(MethodScores(rows).summary())
     latencies.sort()
     report["recall_ms_p50"] = round(latencies[len(latencies) // 2], 1)
+    report["related_words_embedded"] = related.embedded_for_queries
     if split:
         report["halves"] = {h: _rounded(v) for h, v in split_summaries(rows, split).items()}
     report["per_conversation"] = {
@@ -154,7 +160,8 @@ async def main_async(args: argparse.Namespace) -> None:
         if fresh:
             await ingest_all(app, convs)
         types = frozenset(MemoryType(t) for t in args.types)
-        report, rows = await evaluate(app, convs, tuning_from(args.set), types, args.split)
+        related = {k: json.loads(v) for k, _, v in (p.partition("=") for p in args.related)}
+        report, rows = await evaluate(app, convs, tuning_from(args.set), types, args.split, related)
         print(format_halves(report["halves"]) if args.split else "", file=sys.stderr)
         print(json.dumps({k: v for k, v in report.items() if k != "halves"}))
         if args.out:
@@ -168,6 +175,13 @@ def main() -> None:
     parser.add_argument("data_dir")
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument(
+        "--related",
+        action="append",
+        default=[],
+        metavar="OPTION=JSON",
+        help="RelatedWords keyword arguments, e.g. min_similarity=0.6 per_word=3",
+    )
     parser.add_argument("--types", nargs="*", default=[], help="restrict results to these types")
     parser.add_argument("--split", type=_stems, default=(), metavar="STEMS")
     parser.add_argument("--out", type=Path, help="per-question rows (LoCoMo text: keep out of git)")

@@ -34,6 +34,7 @@ from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.profile import ProfileService
 from persona_server.services.quotas import Quotas
 from persona_server.services.recall import RecallService
+from persona_server.services.related_words import RelatedWords
 from persona_server.services.retention import RetentionJob
 from persona_server.services.user_profile import UserProfileService
 from persona_server.transport.keys import KeySource
@@ -212,7 +213,15 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     await store.open(embedding_model=emb.model_id, dimension=emb.dimension)
     notifier = ChangeNotifier()
     decay = settings.decay
-    recall = RecallService(store, emb, time_spans=query_time_spans, decay=decay)
+    recall = RecallService(
+        store,
+        emb,
+        time_spans=query_time_spans,
+        decay=decay,
+        related=RelatedWords(store, emb, max_bytes=settings.recall_related_words_bytes)
+        if settings.recall_related_words
+        else None,
+    )
     profile = ProfileService(store, decay=decay)
     extraction = build_extraction(settings, store, emb, notifier, recall)
     services = Services(

@@ -105,6 +105,16 @@ class Settings(BaseSettings):
         description="memory per process for exact per-user vector search; 0 = native index only",
     )
 
+    # --- Recall ---
+    recall_related_words: bool = Field(
+        True,
+        description="Recall also searches full-text for the user's own words nearest in meaning "
+        "to the query's (a per-process vocabulary per user, read from the store once)",
+    )
+    recall_related_words_bytes: int = Field(
+        256 << 20, ge=0, description="memory per process for those vocabularies"
+    )
+
     # --- StreamContext ---
     stream_poll_s: float = Field(
         0.5,

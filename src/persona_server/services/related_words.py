@@ -1,0 +1,247 @@
+"""Related words: what a user's own episodes say for the words of a query.
+
+Questions that gather over many conversations ("What activities has Melanie done with her
+family?") are answered by turns that share meaning but few words with them: the kids at the
+museum, camping with the fam, pottery. Full-text finds the turns that repeat "family"; the
+query's embedding ranks the rest below them. This module finds, for each content word of a
+query, the words of the user's own episodes closest to it in the embedder's space ("family" ->
+"kids", "fam", "parents"), which Recall then searches in full-text as a channel of its own.
+
+Only the user's own words are candidates: the closest words of a whole language are mostly ones
+this user never wrote, which match nothing and crowd out those that would (measured on LoCoMo
+dev: a 21,000-word general vocabulary instead of the user's lowered both halves' recall@10;
+BENCHMARKS.md, "Recall round four"). A word's vector is the embedder's vector of the word alone.
+
+The vocabulary of a user is read from the store once (their episodes' texts, page by page) and
+kept current from the change log: each use reads the user's latest change number, and the
+episodes added or changed since are read and their words added. Words of deleted episodes
+stay until the vocabulary is read again (they then match nothing, which costs a candidate
+place, not a wrong result). A vocabulary holds at most `max_words` words (the first met);
+the first use for a user embeds every word not already shared, which costs seconds for a
+large user (BENCHMARKS.md, "Recall round four"). Vocabularies are kept per process, least
+recently used first out past a byte budget; the word vectors are shared between users (a
+word's vector depends on the word alone), so the second user who writes "kids" does not
+embed it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import Stemmer
+
+from persona_server.domain.models import ChangeKind, Episode, Memory, MemoryType, UserRef
+from persona_server.domain.words import content_words
+from persona_server.ports.embedder import Embedder
+from persona_server.ports.graph_store import GraphStore, MemoryFilter
+
+_EPISODES = MemoryFilter(types=frozenset({MemoryType.EPISODE}))
+_EMBED_BATCH = 256
+
+
+@dataclass
+class _Vocabulary:
+    """One user's words and their unit vectors; rows [0, n) are live."""
+
+    dimension: int
+    seq: int = 0  # the change log position the words reflect
+    words: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+    speakers: set[str] = field(default_factory=set)  # casefolded parts of speakers' names
+    matrix: npt.NDArray[np.float32] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.matrix = np.zeros((0, self.dimension), dtype=np.float32)
+
+    @property
+    def n(self) -> int:
+        return len(self.words)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.matrix.nbytes) + 64 * len(self.words)
+
+    def add(self, words: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
+        if not words:
+            return
+        need = self.n + len(words)
+        if need > self.matrix.shape[0]:
+            grown = np.zeros((max(need, 2 * self.matrix.shape[0], 256), self.dimension), np.float32)
+            grown[: self.n] = self.matrix[: self.n]
+            self.matrix = grown
+        self.matrix[self.n : need] = vectors
+        for w in words:
+            self.index[w] = len(self.words)
+            self.words.append(w)
+
+
+class RelatedWords:
+    """For a query, the user's words closest in meaning to its content words.
+
+    `per_word` words at most for each query word, each with a cosine of at least
+    `min_similarity` to it; words sharing a stem with a query word are left out (full-text
+    already matches them), as are the speakers' names (a name is not a topic: every turn of
+    theirs would match).
+    """
+
+    def __init__(
+        self,
+        store: GraphStore,
+        embedder: Embedder,
+        *,
+        per_word: int = 3,
+        min_similarity: float = 0.6,
+        max_bytes: int = 256 << 20,
+        max_words: int = 20_000,
+        max_shared_words: int = 50_000,
+        page: int = 1000,
+        max_changes: int = 2000,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._per_word = per_word
+        self._min_similarity = min_similarity
+        self._max_bytes = max_bytes
+        self._max_words = max_words
+        self._max_shared = max_shared_words
+        self._page = page
+        self._max_changes = max_changes
+        self.embedded_for_queries = 0  # words embedded at query time (for benchmarks)
+        self._users: OrderedDict[tuple[str, str], _Vocabulary] = OrderedDict()
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._shared: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._stemmer = Stemmer.Stemmer("porter")
+
+    async def for_query(self, user: UserRef, query: str) -> list[str]:
+        terms = content_words(query)
+        if not terms or self._per_word <= 0:
+            return []
+        vocab = await self._vocabulary(user)
+        terms = [t for t in terms if t not in vocab.speakers]
+        if not terms or vocab.n == 0:
+            return []
+        stems_of = self._stemmer.stemWords(terms)
+        vectors = await self._vectors(terms, vocab, count=True)
+        sims = vectors @ vocab.matrix[: vocab.n].T
+        stems = set(stems_of)
+        picked: list[str] = []
+        for row in sims:
+            # A few more than needed: some share a stem with the query or were picked already.
+            reach = min(vocab.n, 4 * self._per_word)
+            best = np.argpartition(-row, reach - 1)[:reach]
+            taken = 0
+            for i in best[np.argsort(-row[best], kind="stable")]:
+                if row[i] < self._min_similarity or taken >= self._per_word:
+                    break
+                word = vocab.words[i]
+                if word in picked or self._stemmer.stemWord(word) in stems:
+                    continue
+                picked.append(word)
+                taken += 1
+        return picked
+
+    async def _vocabulary(self, user: UserRef) -> _Vocabulary:
+        key = (user.tenant, user.user_id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            latest = await self._store.changes.latest_seq(user)
+            vocab = self._users.get(key)
+            if vocab is not None and vocab.seq < latest:
+                vocab = await self._refreshed(user, vocab)
+            if vocab is None:
+                vocab = await self._read(user, latest)
+            self._users[key] = vocab
+            self._users.move_to_end(key)
+            self._evict(keep=key)
+            return vocab
+
+    async def _read(self, user: UserRef, seq: int) -> _Vocabulary:
+        """The whole vocabulary from the user's episodes, as of change `seq` (read first: a
+        write during the scan is applied again by the next refresh, which is harmless)."""
+        vocab = _Vocabulary(self._embedder.dimension, seq=seq)
+        cursor = ""
+        while True:
+            page = await self._store.memories.list_page(
+                user, filter=_EPISODES, limit=self._page, cursor=cursor
+            )
+            await self._add(vocab, page.memories)
+            if not page.next_cursor:
+                return vocab
+            cursor = page.next_cursor
+
+    async def _refreshed(self, user: UserRef, vocab: _Vocabulary) -> _Vocabulary | None:
+        """`vocab` with the episodes added or changed since its position, or None when the log
+        no longer reaches back to it (pruned) or too much has changed: read it all again."""
+        changes = await self._store.changes.since(user, vocab.seq, self._max_changes)
+        if not changes or changes[0].seq != vocab.seq + 1 or len(changes) >= self._max_changes:
+            return None
+        ids = [
+            c.memory_id
+            for c in changes
+            if c.memory_type is MemoryType.EPISODE
+            and c.kind in (ChangeKind.ADDED, ChangeKind.UPDATED)
+        ]
+        memories = await self._store.memories.get_many(user, list(dict.fromkeys(ids)))
+        await self._add(vocab, memories.values())
+        vocab.seq = changes[-1].seq
+        return vocab
+
+    async def _add(self, vocab: _Vocabulary, memories: Iterable[Memory]) -> None:
+        new: dict[str, None] = {}
+        for memory in memories:
+            if not isinstance(memory, Episode):
+                continue
+            if memory.speaker:
+                vocab.speakers.update(content_words(memory.speaker, min_length=1))
+            for word in content_words(memory.text):
+                if word not in vocab.index:
+                    new[word] = None
+        # A bound on memory and on the embedding a first read costs (words are embedded at
+        # about 1,500 a second on two cores): past it, later words are not added.
+        words = list(new)[: max(0, self._max_words - vocab.n)]
+        vocab.add(words, await self._vectors(words, None))
+
+    async def _vectors(
+        self, words: Sequence[str], vocab: _Vocabulary | None, *, count: bool = False
+    ) -> npt.NDArray[np.float32]:
+        """Unit vectors of `words`: from the user's vocabulary, the shared cache, or the
+        embedder (in batches), in that order. `count`: a query's words, counted when embedded
+        (most are the user's own words already: 216 of LoCoMo dev's 760 questions' words)."""
+        out = np.zeros((len(words), self._embedder.dimension), dtype=np.float32)
+        missing: list[int] = []
+        for i, word in enumerate(words):
+            if vocab is not None and word in vocab.index:
+                out[i] = vocab.matrix[vocab.index[word]]
+            elif word in self._shared:
+                out[i] = self._shared[word]
+                self._shared.move_to_end(word)
+            else:
+                missing.append(i)
+        if count:
+            self.embedded_for_queries += len(missing)
+        for start in range(0, len(missing), _EMBED_BATCH):
+            batch = missing[start : start + _EMBED_BATCH]
+            vectors = np.asarray(await self._embedder.embed([words[i] for i in batch]))
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+            for i, vector in zip(batch, vectors, strict=True):
+                out[i] = vector
+                self._shared[words[i]] = vector
+        while len(self._shared) > self._max_shared:
+            self._shared.popitem(last=False)
+        return out
+
+    def _evict(self, keep: tuple[str, str]) -> None:
+        total = sum(v.nbytes for v in self._users.values())
+        while total > self._max_bytes and len(self._users) > 1:
+            key, vocab = next(iter(self._users.items()))
+            if key == keep:
+                break
+            del self._users[key]
+            self._locks.pop(key, None)
+            total -= vocab.nbytes

@@ -1,0 +1,169 @@
+"""Related words (services/related_words.py) and Recall's channel over them, on small hand-made
+conversations whose expected words and evidence are known, with the real local embedder.
+
+What is asserted: the words proposed for a query are the user's own (never another user's),
+close in meaning to a query word, and neither a form of a query word nor a speaker's name;
+the vocabulary follows episodes written after it was read (from the change log, and by reading
+it again when the log does not reach back); and in Recall the channel lifts a turn that shares
+no word with the query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
+from persona_server.adapters.stores.sqlite import SqliteGraphStore
+from persona_server.domain.models import SourceType, UserRef
+from persona_server.services.commands import IngestCommand, NewItem, RecallQuery
+from persona_server.services.ingest import IngestService
+from persona_server.services.notifier import ChangeNotifier
+from persona_server.services.recall import RecallService, RecallTuning
+from persona_server.services.related_words import RelatedWords
+from persona_server.services.results import ScoredMemory
+
+ANNA = UserRef(tenant="t", user_id="anna")
+OTHER = UserRef(tenant="t", user_id="other")
+T0 = datetime(2024, 3, 1, 9, tzinfo=UTC)
+
+ANNA_TURNS = [
+    ("Tim", "Yesterday I took the kids to the dinosaur museum, they loved the bones."),
+    ("Anna", "Families like ours need a quiet Sunday now and then."),
+    ("Tim", "Went camping with my parents and my brother last weekend."),
+    ("Anna", "I finished a new painting of the harbour at sunset."),
+    ("Tim", "The invoice for the garage repair is due on Friday."),
+    ("Anna", "My violin lesson got moved to Thursday, so I practised scales tonight."),
+    ("Tim", "Work has been busy, lots of meetings about the budget."),
+    ("Anna", "The weather was awful, rain all week."),
+]
+OTHER_TURNS = [
+    ("Sam", "I bought a second-hand guitar and learnt three chords."),
+    ("Lee", "The train was late again this morning."),
+]
+
+
+@pytest.fixture
+async def store(tmp_path: Path, embedder: LocalOnnxEmbedder) -> AsyncIterator[SqliteGraphStore]:
+    s = SqliteGraphStore(tmp_path / "persona.db")
+    await s.open(embedding_model=embedder.model_id, dimension=embedder.dimension)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def say(
+    store: SqliteGraphStore,
+    embedder: LocalOnnxEmbedder,
+    user: UserRef,
+    turns: list[tuple[str, str]],
+    first: int = 0,
+) -> None:
+    items = [
+        NewItem(
+            text=text,
+            source_id=f"d{first + i}",
+            occurred_at=T0 + timedelta(days=first + i),
+            speaker=speaker,
+            source_type=SourceType.CHAT_MESSAGE,
+        )
+        for i, (speaker, text) in enumerate(turns)
+    ]
+    await IngestService(store, embedder, ChangeNotifier()).ingest(IngestCommand(user, items))
+
+
+async def test_words_are_the_users_own_and_near_in_meaning(
+    store: SqliteGraphStore, embedder: LocalOnnxEmbedder
+) -> None:
+    await say(store, embedder, ANNA, ANNA_TURNS)
+    await say(store, embedder, OTHER, OTHER_TURNS)
+    related = RelatedWords(store, embedder)
+    anna = await related.for_query(ANNA, "What instruments does Anna play?")
+    other = await related.for_query(OTHER, "What instruments does Sam play?")
+    assert "violin" in anna and "guitar" not in anna
+    assert "guitar" in other and "violin" not in other
+    assert "painting" in await related.for_query(ANNA, "What art does Anna make?")
+
+
+async def test_query_forms_and_speakers_are_left_out(
+    store: SqliteGraphStore, embedder: LocalOnnxEmbedder
+) -> None:
+    await say(store, embedder, ANNA, ANNA_TURNS)
+    words = await RelatedWords(store, embedder).for_query(ANNA, "What does Tim do with his family?")
+    assert "parents" in words
+    # "families" is a form of "family" (full-text matches it already); names are not topics.
+    assert not {"family", "families", "tim", "anna"} & set(words)
+    # A query of names and stop words alone has nothing to relate.
+    assert await RelatedWords(store, embedder).for_query(ANNA, "What did Tim and Anna do?") == []
+
+
+async def test_nothing_for_an_unknown_user(
+    store: SqliteGraphStore, embedder: LocalOnnxEmbedder
+) -> None:
+    await say(store, embedder, ANNA, ANNA_TURNS)
+    nobody = UserRef(tenant="t", user_id="nobody")
+    assert await RelatedWords(store, embedder).for_query(nobody, "What instruments?") == []
+
+
+@pytest.mark.parametrize("max_changes", [2000, 1])
+async def test_vocabulary_follows_later_episodes(
+    store: SqliteGraphStore, embedder: LocalOnnxEmbedder, max_changes: int
+) -> None:
+    # max_changes=1: the change log holds more than the refresh reads, so it reads all again.
+    await say(store, embedder, ANNA, ANNA_TURNS)
+    related = RelatedWords(store, embedder, max_changes=max_changes)
+    assert "cello" not in await related.for_query(ANNA, "What instruments does Anna play?")
+    later = [("Anna", "Tried a cello at the shop today."), ("Tim", "Nice!")]
+    await say(store, embedder, ANNA, later, first=len(ANNA_TURNS))
+    assert "cello" in await related.for_query(ANNA, "What instruments does Anna play?")
+
+
+# Filler that the query's words and speaker do not reach, and one turn that answers it with a
+# word of its own: "What instruments..." -> "violin".
+FILLER = ["We should try {} again soon, that was fun.", "The {} tickets are booked for Saturday."]
+GAMES = ["tennis", "chess", "football", "cards"]
+
+
+async def test_recall_channel_lifts_a_turn_sharing_no_word_with_the_query(
+    store: SqliteGraphStore, embedder: LocalOnnxEmbedder
+) -> None:
+    turns = [
+        ("Tim" if i % 2 else "Anna", f.format(g))
+        for i, (f, g) in enumerate((f, g) for g in GAMES for f in FILLER)
+    ]
+    answer = "My violin lesson got moved to Thursday, so I practised scales tonight."
+    turns.insert(5, ("Anna", answer))
+    await say(store, embedder, ANNA, turns)
+    query = RecallQuery(
+        ANNA, "What instruments does Anna play?", max_results=20, explain=True, passages=False
+    )
+    plain = await RecallService(store, embedder).recall(query)
+    service = RecallService(store, embedder, related=RelatedWords(store, embedder))
+    related = await service.recall(query)
+
+    def score(results: list[ScoredMemory]) -> float:
+        return next(r.score for r in results if r.memory.text == answer)
+
+    # Only the answer holds a related word ("violin"): it alone has a hit in the channel, and
+    # as the channel's best (and only) hit it gains the channel's whole weight.
+    with_channel = [r.memory.text for r in related.results if _has(r, "related")]
+    assert with_channel == [answer]
+    gain = score(related.results) - score(plain.results)
+    assert gain >= RecallTuning().related_weight * 0.99
+    assert not any(_has(r, "related") for r in plain.results)
+
+
+def _has(result: ScoredMemory, channel: str) -> bool:
+    return any(c.channel == channel for c in result.channels)
+
+
+async def test_vocabulary_is_bounded(store: SqliteGraphStore, embedder: LocalOnnxEmbedder) -> None:
+    await say(store, embedder, ANNA, ANNA_TURNS)
+    # The first turn alone has more than five content words: "violin" (sixth turn) is not kept.
+    small = RelatedWords(store, embedder, max_words=5)
+    assert "violin" not in await small.for_query(ANNA, "What instruments does Anna play?")
+    assert "violin" in await RelatedWords(store, embedder).for_query(ANNA, "What instruments?")
