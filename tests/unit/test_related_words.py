@@ -10,6 +10,7 @@ no word with the query.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from persona_server.adapters.stores.sqlite import SqliteGraphStore
 from persona_server.domain.models import SourceType, UserRef
+from persona_server.ports.graph_store import MemoryFilter
 from persona_server.services.commands import IngestCommand, NewItem, RecallQuery
 from persona_server.services.ingest import IngestService
 from persona_server.services.notifier import ChangeNotifier
@@ -167,3 +169,41 @@ async def test_vocabulary_is_bounded(store: SqliteGraphStore, embedder: LocalOnn
     small = RelatedWords(store, embedder, max_words=5)
     assert "violin" not in await small.for_query(ANNA, "What instruments does Anna play?")
     assert "violin" in await RelatedWords(store, embedder).for_query(ANNA, "What instruments?")
+
+
+async def test_deleted_text_leaves_the_vocabulary(
+    store: SqliteGraphStore, embedder: LocalOnnxEmbedder
+) -> None:
+    """A deleted episode's words are gone from the next query's vocabulary, and so are a
+    deleted user's when the same user id is written again."""
+    await say(store, embedder, ANNA, ANNA_TURNS)
+    related = RelatedWords(store, embedder)
+    query = "What instruments does Anna play?"
+    assert "violin" in await related.for_query(ANNA, query)
+    page = await store.memories.list_page(ANNA, filter=MemoryFilter(), limit=100, cursor="")
+    (violin,) = [m for m in page.memories if "violin" in m.text]
+    await store.memories.delete(ANNA, violin.id)
+    assert "violin" not in await related.for_query(ANNA, query)
+
+    await store.users.delete(ANNA)
+    await say(store, embedder, ANNA, [("Anna", "Tried a cello at the shop today.")])
+    assert "cello" in await related.for_query(ANNA, query)
+    assert "violin" not in await related.for_query(ANNA, query)
+    assert "painting" not in await related.for_query(ANNA, "What art does Anna make?")
+
+
+async def test_a_slow_first_read_does_not_hold_the_query(
+    store: SqliteGraphStore, embedder: LocalOnnxEmbedder
+) -> None:
+    """Past `wait_s` a query goes on without related words; the read goes on and a later
+    query has them."""
+    await say(store, embedder, ANNA, ANNA_TURNS)
+    related = RelatedWords(store, embedder, wait_s=0.0)
+    query = "What instruments does Anna play?"
+    assert await related.for_query(ANNA, query) == []
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        words = await related.for_query(ANNA, query)
+        if words:
+            break
+    assert "violin" in words

@@ -14,14 +14,17 @@ BENCHMARKS.md, "Recall round four"). A word's vector is the embedder's vector of
 
 The vocabulary of a user is read from the store once (their episodes' texts, page by page) and
 kept current from the change log: each use reads the user's latest change number, and the
-episodes added or changed since are read and their words added. Words of deleted episodes
-stay until the vocabulary is read again (they then match nothing, which costs a candidate
-place, not a wrong result). A vocabulary holds at most `max_words` words (the first met);
-the first use for a user embeds every word not already shared, which costs seconds for a
-large user (BENCHMARKS.md, "Recall round four"). Vocabularies are kept per process, least
-recently used first out past a byte budget; the word vectors are shared between users (a
-word's vector depends on the word alone), so the second user who writes "kids" does not
-embed it again.
+episodes added or changed since are read and their words added. A deleted episode (DeleteMemory,
+retention) or a log that no longer continues the vocabulary's (pruned, or the user deleted and
+written again) makes it read whole again, so no deleted text lingers in it. A vocabulary holds
+at most `max_words` words (the first met). The first use for a user embeds every word not
+already shared, which costs seconds for a large user (BENCHMARKS.md, "Recall round four"):
+that read (and every refresh) runs as a task of its own, and a query waits for it at most
+`wait_s`; past that the query goes on with the vocabulary held before, or without related words
+(the channel is an enrichment), and a later one finds it built. Vocabularies are kept per
+process, least recently used first out past a byte budget; the word vectors are shared between
+users (a word's vector depends on the word alone), so the second user who writes "kids" does
+not embed it again.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class RelatedWords:
         max_shared_words: int = 50_000,
         page: int = 1000,
         max_changes: int = 2000,
+        wait_s: float = 1.0,
     ) -> None:
         self._store = store
         self._embedder = embedder
@@ -111,9 +115,11 @@ class RelatedWords:
         self._max_shared = max_shared_words
         self._page = page
         self._max_changes = max_changes
+        self._wait_s = wait_s
+        # A user's vocabulary being read or refreshed: one task per user, shared by queries.
+        self._pending: dict[tuple[str, str], asyncio.Task[_Vocabulary]] = {}
         self.embedded_for_queries = 0  # words embedded at query time (for benchmarks)
         self._users: OrderedDict[tuple[str, str], _Vocabulary] = OrderedDict()
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._shared: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._stemmer = Stemmer.Stemmer("porter")
 
@@ -122,6 +128,8 @@ class RelatedWords:
         if not terms or self._per_word <= 0:
             return []
         vocab = await self._vocabulary(user)
+        if vocab is None:
+            return []
         terms = [t for t in terms if t not in vocab.speakers]
         if not terms or vocab.n == 0:
             return []
@@ -145,20 +153,38 @@ class RelatedWords:
                 taken += 1
         return picked
 
-    async def _vocabulary(self, user: UserRef) -> _Vocabulary:
+    async def _vocabulary(self, user: UserRef) -> _Vocabulary | None:
+        """The user's current vocabulary; when bringing it up to date takes longer than
+        `wait_s` (it goes on in the background), the one held before, or None."""
         key = (user.tenant, user.user_id)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            latest = await self._store.changes.latest_seq(user)
-            vocab = self._users.get(key)
-            if vocab is not None and vocab.seq < latest:
-                vocab = await self._refreshed(user, vocab)
-            if vocab is None:
-                vocab = await self._read(user, latest)
-            self._users[key] = vocab
-            self._users.move_to_end(key)
-            self._evict(keep=key)
-            return vocab
+        task = self._pending.get(key)
+        if task is None:
+            task = self._pending[key] = asyncio.create_task(self._current(user, key))
+            task.add_done_callback(lambda done: self._forget(key, done))
+        try:
+            # Shielded: a query that stops waiting (or is cancelled) leaves the read running
+            # for the queries after it.
+            return await asyncio.wait_for(asyncio.shield(task), self._wait_s)
+        except TimeoutError:
+            return self._users.get(key)
+
+    def _forget(self, key: tuple[str, str], done: asyncio.Task[_Vocabulary]) -> None:
+        if self._pending.get(key) is done:
+            del self._pending[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: a failed read is retried by the next query
+
+    async def _current(self, user: UserRef, key: tuple[str, str]) -> _Vocabulary:
+        latest = await self._store.changes.latest_seq(user)
+        vocab = self._users.get(key)
+        if vocab is not None and vocab.seq != latest:
+            vocab = await self._refreshed(user, vocab)
+        if vocab is None:
+            vocab = await self._read(user, latest)
+        self._users[key] = vocab
+        self._users.move_to_end(key)
+        self._evict(keep=key)
+        return vocab
 
     async def _read(self, user: UserRef, seq: int) -> _Vocabulary:
         """The whole vocabulary from the user's episodes, as of change `seq` (read first: a
@@ -180,6 +206,10 @@ class RelatedWords:
         changes = await self._store.changes.since(user, vocab.seq, self._max_changes)
         if not changes or changes[0].seq != vocab.seq + 1 or len(changes) >= self._max_changes:
             return None
+        if any(
+            c.memory_type is MemoryType.EPISODE and c.kind is ChangeKind.DELETED for c in changes
+        ):
+            return None  # its words may be nowhere else: read what is left
         ids = [
             c.memory_id
             for c in changes
@@ -243,5 +273,4 @@ class RelatedWords:
             if key == keep:
                 break
             del self._users[key]
-            self._locks.pop(key, None)
             total -= vocab.nbytes
