@@ -125,7 +125,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self, request: svc.StreamContextRequest, context: Context
     ) -> AsyncIterator[bytes]:
         """Yields each event already serialized (`StreamContextResponse` bytes): registered
-        with a pass-through response serializer (`wire_handlers`)."""
+        with a pass-through response serializer (`registration.py`)."""
         try:
             query = validation.stream(current_tenant(), request)
             events = self._s.feed.stream(query)
