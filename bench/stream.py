@@ -43,6 +43,7 @@ from typing import Any
 from _server import ServerProcess, exit_on_sigterm, percentile
 
 from persona import AsyncPersonaClient, Item
+from persona_server import event_loop
 
 USER = "stream-user"
 PREFILL = 300
@@ -98,11 +99,11 @@ class Subscriber:
             await self.task
 
 
-def subscriber_process(target: str, count: int, conn: Connection) -> None:
+def subscriber_process(target: str, count: int, conn: Connection, use_uvloop: bool) -> None:
     """A client process holding `count` streams. Asked for an episode id, it answers with the
     times (time.perf_counter: CLOCK_MONOTONIC, the same clock in every process) at which each
     of its streams first saw it; "stop" ends it with its CPU time."""
-    asyncio.run(_subscribe(target, count, conn))
+    event_loop.run(_subscribe(target, count, conn), use_uvloop)
 
 
 async def _subscribe(target: str, count: int, conn: Connection) -> None:
@@ -132,7 +133,12 @@ async def _subscribe(target: str, count: int, conn: Connection) -> None:
 
 
 async def run_phase(
-    server: ServerProcess, writer: AsyncPersonaClient, n: int, items: int, tag: str
+    server: ServerProcess,
+    writer: AsyncPersonaClient,
+    n: int,
+    items: int,
+    tag: str,
+    use_uvloop: bool,
 ) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")  # no fork after gRPC has started threads
     shares = [n // CLIENT_PROCESSES + (i < n % CLIENT_PROCESSES) for i in range(CLIENT_PROCESSES)]
@@ -140,7 +146,9 @@ async def run_phase(
     for share in (s for s in shares if s):
         ours, theirs = context.Pipe()
         proc = context.Process(
-            target=subscriber_process, args=(server.target, share, theirs), daemon=True
+            target=subscriber_process,
+            args=(server.target, share, theirs, use_uvloop),
+            daemon=True,
         )
         proc.start()
         pipes.append(ours)
@@ -211,7 +219,7 @@ def server_cpu_s(server: ServerProcess) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def bench(server: ServerProcess, items: dict[int, int]) -> dict[str, Any]:
+async def bench(server: ServerProcess, items: dict[int, int], use_uvloop: bool) -> dict[str, Any]:
     async with AsyncPersonaClient(server.target, default_timeout_s=60) as writer:
         for start in range(0, PREFILL, 100):
             batch = [
@@ -221,7 +229,7 @@ async def bench(server: ServerProcess, items: dict[int, int]) -> dict[str, Any]:
             await writer.ingest(USER, batch)
         phases = {}
         for n in SUBSCRIBERS:
-            phases[n] = await run_phase(server, writer, n, items[n], f"n{n}")
+            phases[n] = await run_phase(server, writer, n, items[n], f"n{n}", use_uvloop)
             p = phases[n]
             print(
                 f"{n:>5} subscriber(s): freshness p50 {p['p50']:.1f} ms, p95 {p['p95']:.1f} ms, "
@@ -244,17 +252,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--items-1000", type=int, default=ITEMS[1000], help="items measured with 1,000"
     )
+    parser.add_argument(
+        "--asyncio",
+        action="store_true",
+        help="asyncio's own event loop in the server and the clients (default: uvloop when "
+        "installed, as the server uses)",
+    )
     args = parser.parse_args(argv)
+    use_uvloop = not args.asyncio and event_loop.loop_factory(True) is not None
     exit_on_sigterm()
     cpus = os.cpu_count()
     print(
         f"{platform.platform()}, Python {platform.python_version()}, {cpus} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f}; profile streams (no query)",
+        f"load average {os.getloadavg()[0]:.2f}; profile streams (no query); "
+        f"event loop: {'uvloop' if use_uvloop else 'asyncio'}",
         flush=True,
     )
-    with ServerProcess() as server:
-        phases = asyncio.run(bench(server, {1: args.items_1, 1000: args.items_1000}))
+    env = {"PERSONA_UVLOOP": "true" if use_uvloop else "false"}
+    with ServerProcess(extra_env=env) as server:
+        items = {1: args.items_1, 1000: args.items_1000}
+        phases = event_loop.run(bench(server, items, use_uvloop), use_uvloop)
     report = {
+        "event_loop": "uvloop" if use_uvloop else "asyncio",
         "freshness_ms": {
             str(n): {"p50": round(p["p50"], 2), "p95": round(p["p95"], 2)}
             for n, p in phases.items()

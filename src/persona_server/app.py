@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from persona_server import event_loop
 from persona_server.config import Settings
 from persona_server.domain.tenancy import TenantLimits
 from persona_server.extraction.offline.extractor import OfflineExtractor
@@ -336,4 +337,4 @@ def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
     configure_tracing(settings)
     configure_metrics(settings)
-    asyncio.run(_serve_until_signal(settings))
+    event_loop.run(_serve_until_signal(settings), settings.uvloop)

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         "each user's write lock for less time, larger finishes a pass sooner",
     )
     max_message_bytes: int = Field(4 * 1024 * 1024, description="max gRPC message size")
+    uvloop: bool = Field(
+        True,
+        description="run the server's event loop on uvloop when it is installed (cheaper "
+        "sends to many open streams); false = asyncio's own loop",
+    )
     shutdown_grace_s: float = Field(10.0, description="seconds in-flight RPCs get on SIGTERM")
     log_level: str = Field("INFO", description="log level")
     otel_exporter: Literal["none", "console", "otlp"] = Field(

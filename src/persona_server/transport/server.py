@@ -14,13 +14,13 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from persona.v1 import memory_service_pb2 as svc
-from persona.v1 import memory_service_pb2_grpc as svc_grpc
 from persona_server.config import Settings
 from persona_server.transport.auth import AuthInterceptor
 from persona_server.transport.decoding import DecodeGuardInterceptor
 from persona_server.transport.keys import KeySource
 from persona_server.transport.limits import LimitsFor, RateLimiter, RateLimitInterceptor
 from persona_server.transport.metrics import MetricsInterceptor
+from persona_server.transport.registration import add_memory_service
 from persona_server.transport.servicer import MemoryServicer, Services
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ async def start_grpc_server(
             ("grpc.keepalive_permit_without_calls", 1),
         ],
     )
-    svc_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(services), server)
+    add_memory_service(MemoryServicer(services), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:

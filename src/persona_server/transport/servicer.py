@@ -80,9 +80,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
     def __init__(self, services: Services) -> None:
         self._s = services
         # Keyed by identity (stream events compare by identity) and gone with the event.
-        self._converted: weakref.WeakKeyDictionary[StreamEvent, svc.StreamContextResponse] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._converted: weakref.WeakKeyDictionary[StreamEvent, bytes] = weakref.WeakKeyDictionary()
 
     async def Ingest(self, request: svc.IngestRequest, context: Context) -> svc.IngestResponse:
         async def call() -> svc.IngestResponse:
@@ -123,9 +121,11 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
         return await _unary(context, call)
 
-    async def StreamContext(
+    async def StreamContext(  # type: ignore[override]
         self, request: svc.StreamContextRequest, context: Context
-    ) -> AsyncIterator[svc.StreamContextResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Yields each event already serialized (`StreamContextResponse` bytes): registered
+        with a pass-through response serializer (`registration.py`)."""
         try:
             query = validation.stream(current_tenant(), request)
             events = self._s.feed.stream(query)
@@ -141,14 +141,16 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         except Exception as exc:
             await abort(context, exc)
 
-    def _wire(self, event: StreamEvent, user: UserRef) -> svc.StreamContextResponse:
-        # The feed offers one update object to every stream of a context: converted once.
-        message = self._converted.get(event)
-        if message is None:
+    def _wire(self, event: StreamEvent, user: UserRef) -> bytes:
+        # The feed offers one update object to every stream of a context: converted and
+        # serialized once, not once per stream (grpc would call SerializeToString per send).
+        wire = self._converted.get(event)
+        if wire is None:
             # No strength on stream events: it moves with the clock alone, and a stream's
             # memories are compared across events (an unchanged memory must look unchanged).
-            message = self._converted[event] = convert.stream_event(event, user)
-        return message
+            message = convert.stream_event(event, user)
+            wire = self._converted[event] = message.SerializeToString()
+        return wire
 
     async def GetMemory(
         self, request: svc.GetMemoryRequest, context: Context
