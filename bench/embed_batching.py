@@ -7,9 +7,8 @@ Embeds the texts Ingest embeds (`bench/latency.py`'s lines rendered as `embeddin
 with --locomo the dev conversations' turns) in calls of 100, as one Ingest batch does, once per
 variant per round, the variants alternated so that the machine's load hits them alike. A
 variant is a list of settings (`parse_variant`: `b16` 16 texts a call, `t512` 512 padded word
-pieces a call, `x1` one thread, `s` spinning; e.g. `b64t512`). Prints texts/s (median over
-rounds, wall and process CPU time) and the largest difference of each variant's vectors from
-the first's.
+pieces a call, `x1` one thread; e.g. `b64t512x1`). Prints texts/s (median over rounds, wall
+and process CPU time) and the largest difference of each variant's vectors from the first's.
 Timing figures: run under `flock /tmp/persona-bench.lock` (BENCHMARKS.md).
 """
 
@@ -66,15 +65,12 @@ def locomo(data_dir: Path, n: int) -> list[str]:
 
 
 def parse_variant(raw: str) -> dict[str, Any]:
-    """`b64` (texts per call), `t512` (padded word pieces per call), `x1` (threads), `s`
-    (spinning), combined: `b64t512x1s`."""
+    """`b64` (texts per call), `t512` (padded word pieces per call), `x1` (threads), combined:
+    `b64t512x1`."""
     kwargs: dict[str, Any] = {}
     keys = {"b": "batch_size", "t": "max_batch_tokens", "x": "intra_op_threads"}
-    for key, value in re.findall(r"([btxs])(\d*)", raw):
-        if key == "s":
-            kwargs["allow_spinning"] = True
-        else:
-            kwargs[keys[key]] = int(value)
+    for key, value in re.findall(r"([btx])(\d+)", raw):
+        kwargs[keys[key]] = int(value)
     return kwargs
 
 

@@ -107,7 +107,6 @@ class LocalOnnxEmbedder:
         intra_op_threads: int | None = None,
         max_seq_length: int = MAX_SEQ_LENGTH,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-        allow_spinning: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -128,7 +127,6 @@ class LocalOnnxEmbedder:
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self._max_batch_tokens = max_batch_tokens
-        self._allow_spinning = allow_spinning
         self._load_lock = threading.Lock()
         self._session: ort.InferenceSession | None = None
         self._tokenizer: Tokenizer | None = None
@@ -171,10 +169,11 @@ class LocalOnnxEmbedder:
             options.intra_op_num_threads = self._intra_op_threads
             options.inter_op_num_threads = 1
             # Spinning saves ~0.4 ms per call (measured) but keeps a core busy after every
-            # request, and that core is the gRPC server's too.
-            options.add_session_config_entry(
-                "session.intra_op.allow_spinning", "1" if self._allow_spinning else "0"
-            )
+            # request, and that core is the gRPC server's too. Spinning only inside a run
+            # (`session.force_spinning_stop`) was measured too (bench/embed_batching.py): +2-7%
+            # texts/s on short lines, but on the shared cores LoCoMo turns and single queries
+            # got slower (query p50 9.0 against 6.3 ms), so it stays off.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(
                 str(self._model_path), sess_options=options, providers=["CPUExecutionProvider"]
             )
