@@ -280,3 +280,43 @@ async def test_a_version_1_store_gains_cited_count_on_open(tmp_path: Path) -> No
     finally:
         conn.close()
     assert meta["schema_version"] == "2"
+
+
+async def test_derived_writes_look_memories_up_by_id_not_by_scanning_the_user(
+    sqlite_store: SqliteGraphStore,
+) -> None:
+    # Without statistics SQLite preferred scanning a covering (user_key, type, ...) index over
+    # one unique look-up per id, so each derived write walked all of the user's rows and
+    # Ingest slowed with the user's size. Every by-id read of a derived write must use the
+    # (user_key, id) unique index, whatever else the schema offers.
+    user = new_user()
+    eps = [episode(f"s{i}", f"I met Ana at the lake {i}") for i in range(3)]
+    written = await put(sqlite_store, user, eps)
+    ana = entity("Ana")
+    statements: list[str] = []
+
+    def trace(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(statements.append)
+
+    await sqlite_store._db.write(trace)
+    try:
+        for w in written:
+            # The entity claims every episode so far: provenance ids are looked up too.
+            carried = ana.model_copy(update={"episode_ids": [x.episode_id for x in written]})
+            await sqlite_store.memories.write_derived(
+                user, DerivedWrite(w.episode_id, [carried], by_id([carried], units(1)), [ana.id])
+            )
+    finally:
+        await sqlite_store._db.write(lambda conn: conn.set_trace_callback(None))
+    by_ids = [s for s in statements if " id IN (" in s and "FROM memories" in s]
+    # The three look-ups of a derived write: existing memories, claimed episodes, mentions.
+    assert any("type = 'episode'" in s for s in by_ids)
+    assert any("type = 'entity'" in s for s in by_ids)
+    assert any("type =" not in s for s in by_ids)
+    conn = sqlite3.connect(sqlite_store.path)
+    try:
+        for sql in by_ids:
+            plan = " ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "sqlite_autoindex_memories_1 (user_key=? AND id=?)" in plan, (sql, plan)
+    finally:
+        conn.close()

@@ -25,6 +25,7 @@ from persona_server.adapters.embedders.local_onnx import (
     MODEL_SHA256,
     LocalOnnxEmbedder,
     ModelFileMismatchError,
+    sub_batches,
 )
 from persona_server.adapters.embedders.openai_compat import (
     EmbedderRejectedError,
@@ -187,6 +188,44 @@ def test_invalid_configuration_is_refused() -> None:
         LocalOnnxEmbedder(batch_size=0)
     with pytest.raises(ValueError):
         LocalOnnxEmbedder(max_seq_length=1000)
+    with pytest.raises(ValueError):
+        LocalOnnxEmbedder(max_batch_tokens=0)
+
+
+def test_sub_batches_bound_texts_and_padded_word_pieces() -> None:
+    lengths = [30, 5, 12, 5, 200, 7, 12, 40]
+    groups = sub_batches(lengths, max_texts=3, max_tokens=40)
+    # Every index once, ascending length across and within calls.
+    flat = [i for g in groups for i in g]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths)
+    for group in groups:
+        width = max(lengths[i] for i in group)
+        assert len(group) <= 3
+        # A text longer than the budget still gets a call of its own.
+        assert len(group) * width <= 40 or len(group) == 1
+    # 5, 5, 7 fit (3 x 7 = 21); 12, 12 (24; a third, 30, would pad to 90); 30 alone; 40; 200.
+    assert [[lengths[i] for i in g] for g in groups] == [[5, 5, 7], [12, 12], [30], [40], [200]]
+    assert sub_batches([], max_texts=3, max_tokens=40) == []
+
+
+async def test_vectors_do_not_depend_on_how_a_batch_is_split(local: LocalOnnxEmbedder) -> None:
+    # The grouping is a speed setting only: the stored vectors must not change with it.
+    texts = [
+        ("On 3 May 2023, Caroline said: " + "I went hiking near the lake again " * n).strip()
+        for n in (1, 9, 2, 30, 4, 1, 14, 6, 3, 22, 8, 1, 5, 11)
+    ]
+    reference = LocalOnnxEmbedder(batch_size=64, max_batch_tokens=1 << 30)
+    tight = LocalOnnxEmbedder(batch_size=2, max_batch_tokens=64)
+    try:
+        expected = reference.embed_sync(texts)
+        np.testing.assert_allclose(local.embed_sync(texts), expected, atol=1e-5)
+        np.testing.assert_allclose(tight.embed_sync(texts), expected, atol=1e-5)
+        one_by_one = np.vstack([reference.embed_sync([t]) for t in texts])
+        np.testing.assert_allclose(one_by_one, expected, atol=1e-5)
+    finally:
+        await reference.close()
+        await tight.close()
 
 
 # ---------------------------------------------------------------------------------------------

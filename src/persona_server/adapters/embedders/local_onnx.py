@@ -31,7 +31,16 @@ TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f41157
 # sentence-transformers' all-MiniLM-L6-v2 truncates at 256 word pieces (special tokens
 # included), although the shipped tokenizer.json says 128: follow the model, not the file.
 MAX_SEQ_LENGTH = 256
-DEFAULT_BATCH_SIZE = 64
+# One model call holds at most 32 texts and 512 word pieces once padded to its longest member.
+# Measured on 2 cores (bench/embed_batching.py, calls of 100 texts as one Ingest batch):
+# against the former 64 texts and no token bound, LoCoMo turns (44.6 word pieces on average,
+# wide spread) embed at 182 against 116 texts/s (padding was 47% of the word pieces, now 8%,
+# and a call's activations stay in cache), latency.py's short lines at 366 against 350.
+# The vectors are bit-identical whatever the grouping: the attention mask hides the padding and
+# the int8 weights are dequantised once at load (float MatMul), so no activation is quantised
+# over a whole call.
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_MAX_BATCH_TOKENS = 512
 
 DEFAULT_TOKENIZER_PATH = Path(__file__).parent / "assets" / "tokenizer.json"
 
@@ -97,6 +106,7 @@ class LocalOnnxEmbedder:
         batch_size: int = DEFAULT_BATCH_SIZE,
         intra_op_threads: int | None = None,
         max_seq_length: int = MAX_SEQ_LENGTH,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -114,6 +124,9 @@ class LocalOnnxEmbedder:
             intra_op_threads if intra_op_threads is not None else default_intra_op_threads()
         )
         self._max_seq_length = max_seq_length
+        if max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
+        self._max_batch_tokens = max_batch_tokens
         self._load_lock = threading.Lock()
         self._session: ort.InferenceSession | None = None
         self._tokenizer: Tokenizer | None = None
@@ -156,7 +169,10 @@ class LocalOnnxEmbedder:
             options.intra_op_num_threads = self._intra_op_threads
             options.inter_op_num_threads = 1
             # Spinning saves ~0.4 ms per call (measured) but keeps a core busy after every
-            # request, and that core is the gRPC server's too.
+            # request, and that core is the gRPC server's too. Spinning only inside a run
+            # (`session.force_spinning_stop`) was measured too (bench/embed_batching.py): +2-7%
+            # texts/s on short lines, but on the shared cores LoCoMo turns and single queries
+            # got slower (query p50 9.0 against 6.3 ms), so it stays off.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(
                 str(self._model_path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -184,11 +200,9 @@ class LocalOnnxEmbedder:
         self.load()
         assert self._tokenizer is not None
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        # Length-sorting puts texts of similar length in one batch so little is padded.
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         out = np.empty((len(encodings), DIMENSION), dtype=np.float32)
-        for start in range(0, len(order), self._batch_size):
-            idx = order[start : start + self._batch_size]
+        lengths = [len(e.ids) for e in encodings]
+        for idx in sub_batches(lengths, self._batch_size, self._max_batch_tokens):
             out[idx] = self._run_batch([encodings[i] for i in idx])
         return out
 
@@ -241,6 +255,24 @@ class LocalOnnxEmbedder:
             await asyncio.to_thread(executor.shutdown, wait=True)
         self._session = None
         self._tokenizer = None
+
+
+def sub_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> list[list[int]]:
+    """Indices of `lengths` grouped into model calls: ascending length, each call at most
+    `max_texts` texts and at most `max_tokens` word pieces once padded to its longest member
+    (a call holds one text at least, whatever its length)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    group: list[int] = []
+    for i in order:
+        # Ascending order: the newcomer is the call's longest, so it sets the padded width.
+        if group and (len(group) >= max_texts or (len(group) + 1) * lengths[i] > max_tokens):
+            groups.append(group)
+            group = []
+        group.append(i)
+    if group:
+        groups.append(group)
+    return groups
 
 
 def _mean_pool_normalise(

@@ -15,6 +15,7 @@ from persona_server.adapters.stores.paging import decode_cursor, encode_cursor
 from persona_server.adapters.stores.sqlite.cascade import delete_rows, detach_episode
 from persona_server.adapters.stores.sqlite.changes import ChangeLog
 from persona_server.adapters.stores.sqlite.codec import (
+    BY_ID,
     INSERT_MEMORY,
     UPDATE_MEMORY,
     chunks,
@@ -204,7 +205,8 @@ class SqliteMemoryOps:
         for chunk in chunks([m.id for m in memories]):
             marks = ",".join("?" * len(chunk))
             for mid, rowid, mtype in conn.execute(
-                f"SELECT id, rowid, type FROM memories WHERE user_key = ? AND id IN ({marks})",
+                f"SELECT id, rowid, type FROM memories {BY_ID} "
+                f"WHERE user_key = ? AND id IN ({marks})",
                 [key, *chunk],
             ):
                 existing[mid] = (rowid, mtype)
@@ -305,8 +307,8 @@ class SqliteMemoryOps:
             marks = ",".join("?" * len(chunk))
             out.update(
                 conn.execute(
-                    "SELECT id, rowid FROM memories WHERE user_key = ? AND type = 'episode' "
-                    f"AND id IN ({marks})",
+                    f"SELECT id, rowid FROM memories {BY_ID} WHERE user_key = ? "
+                    f"AND type = 'episode' AND id IN ({marks})",
                     [key, *chunk],
                 ).fetchall()
             )
@@ -320,8 +322,8 @@ class SqliteMemoryOps:
             out.extend(
                 r[0]
                 for r in conn.execute(
-                    "SELECT rowid FROM memories WHERE user_key = ? AND type = 'entity' "
-                    f"AND id IN ({marks})",
+                    f"SELECT rowid FROM memories {BY_ID} WHERE user_key = ? "
+                    f"AND type = 'entity' AND id IN ({marks})",
                     [key, *chunk],
                 )
             )
