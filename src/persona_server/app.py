@@ -219,7 +219,9 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
         emb,
         time_spans=query_time_spans,
         decay=decay,
-        related=RelatedWords(store, emb, max_bytes=settings.recall_related_words_bytes)
+        related=RelatedWords(
+            store, emb, max_bytes=settings.recall_related_words_bytes, notifier=notifier
+        )
         if settings.recall_related_words
         else None,
     )

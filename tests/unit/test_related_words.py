@@ -207,3 +207,40 @@ async def test_a_slow_first_read_does_not_hold_the_query(
         if words:
             break
     assert "violin" in words
+
+
+async def test_with_a_notifier_a_held_vocabulary_costs_no_store_read(
+    store: SqliteGraphStore, embedder: LocalOnnxEmbedder
+) -> None:
+    """Between local writes a query uses the vocabulary held (no change-log read); a write
+    announced by the notifier makes the next query bring it up to date."""
+    notifier = ChangeNotifier()
+    await say(store, embedder, ANNA, ANNA_TURNS)
+    related = RelatedWords(store, embedder, notifier=notifier, recheck_s=3600)
+    reads = 0
+    latest_seq = store.changes.latest_seq
+
+    async def counted(user: UserRef) -> int:
+        nonlocal reads
+        reads += 1
+        return await latest_seq(user)
+
+    store.changes.latest_seq = counted  # type: ignore[method-assign]
+    query = "What instruments does Anna play?"
+    assert "violin" in await related.for_query(ANNA, query)
+    assert "violin" in await related.for_query(ANNA, query)
+    assert reads == 1
+    later = [("Anna", "Tried a cello at the shop today.")]
+    items = [
+        NewItem(
+            text=t,
+            source_id="late",
+            occurred_at=T0,
+            speaker=sp,
+            source_type=SourceType.CHAT_MESSAGE,
+        )
+        for sp, t in later
+    ]
+    await IngestService(store, embedder, notifier).ingest(IngestCommand(ANNA, items))
+    assert "cello" in await related.for_query(ANNA, query)
+    assert reads == 2

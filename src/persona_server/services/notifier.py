@@ -16,11 +16,19 @@ from persona_server.domain.models import UserRef
 class ChangeNotifier:
     def __init__(self) -> None:
         self._listeners: dict[UserRef, Callable[[], None]] = {}
+        self._watchers: list[Callable[[UserRef], None]] = []
 
     def notify(self, user: UserRef) -> None:
+        for watcher in self._watchers:
+            watcher(user)
         listener = self._listeners.get(user)
         if listener is not None:
             listener()
+
+    def watch(self, watcher: Callable[[UserRef], None]) -> None:
+        """`watcher(user)` is called (on the event loop) after each local write of any user:
+        for process-wide caches (services.related_words), beside the feed's per-user readers."""
+        self._watchers.append(watcher)
 
     def listen(self, user: UserRef, listener: Callable[[], None]) -> None:
         """`listener` is called (on the event loop) after each local write of `user`."""
