@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from persona_server.adapters.stores.sqlite import SqliteGraphStore
 from persona_server.domain.models import SourceType, UserRef
 from persona_server.ports.graph_store import MemoryFilter
+from persona_server.services import related_words as related_words_module
 from persona_server.services.commands import IngestCommand, NewItem, RecallQuery
 from persona_server.services.ingest import IngestService
 from persona_server.services.notifier import ChangeNotifier
@@ -164,8 +166,11 @@ def _has(result: ScoredMemory, channel: str) -> bool:
 
 
 async def test_vocabulary_is_bounded(store: SqliteGraphStore, embedder: LocalOnnxEmbedder) -> None:
-    await say(store, embedder, ANNA, ANNA_TURNS)
-    # The first turn alone has more than five content words: "violin" (sixth turn) is not kept.
+    # The vocabulary is read in record order (then id): the violin turn is recorded last, so
+    # the five words kept come from the turns before it (each has more than five).
+    violin = [t for t in ANNA_TURNS if "violin" in t[1]]
+    await say(store, embedder, ANNA, [t for t in ANNA_TURNS if t not in violin])
+    await say(store, embedder, ANNA, violin, first=len(ANNA_TURNS))
     small = RelatedWords(store, embedder, max_words=5)
     assert "violin" not in await small.for_query(ANNA, "What instruments does Anna play?")
     assert "violin" in await RelatedWords(store, embedder).for_query(ANNA, "What instruments?")
@@ -244,3 +249,13 @@ async def test_with_a_notifier_a_held_vocabulary_costs_no_store_read(
     await IngestService(store, embedder, notifier).ingest(IngestCommand(ANNA, items))
     assert "cello" in await related.for_query(ANNA, query)
     assert reads == 2
+
+
+@pytest.mark.parametrize(("terms", "words"), [(1, 5), (4, 1800), (7, 171), (30, 3000)])
+def test_blocked_similarities_equal_the_plain_product(terms: int, words: int) -> None:
+    rng = np.random.default_rng(terms * words)
+    vectors = rng.standard_normal((terms, 384)).astype(np.float32)
+    matrix = rng.standard_normal((words, 384)).astype(np.float32)
+    got = related_words_module._similarities(vectors, matrix)
+    assert got.shape == (terms, words)
+    np.testing.assert_allclose(got, vectors @ matrix.T, rtol=1e-5, atol=1e-4)

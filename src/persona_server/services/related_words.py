@@ -85,6 +85,27 @@ class _Vocabulary:
             self.words.append(w)
 
 
+# OpenBLAS runs a product on all its threads above m*n*k = 262,144 (its SMP_THRESHOLD_MIN 65,536
+# times GEMM_MULTITHREAD_THRESHOLD 4). For these small products (a few query words by a user's
+# vocabulary) waking its threads while onnxruntime embeds the query on the same cores cost more
+# than the product: on LoCoMo it was 60% of this module's time, and Recall p50 13.4 ms against
+# 11.4 ms with OpenBLAS on one thread (BENCHMARKS.md, "Recall round four"). Blocks of the
+# vocabulary under the threshold keep each product on the calling thread; the result is the same.
+_SINGLE_THREAD_MNK = 262_144
+
+
+def _similarities(
+    vectors: npt.NDArray[np.float32], matrix: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """vectors @ matrix.T, in row blocks of `matrix` small enough for one BLAS thread."""
+    rows = max(1, _SINGLE_THREAD_MNK // max(1, vectors.shape[0] * vectors.shape[1]) - 1)
+    out = np.empty((vectors.shape[0], matrix.shape[0]), dtype=np.float32)
+    for start in range(0, matrix.shape[0], rows):
+        block = matrix[start : start + rows]
+        out[:, start : start + len(block)] = vectors @ block.T
+    return out
+
+
 class RelatedWords:
     """For a query, the user's words closest in meaning to its content words.
 
@@ -147,7 +168,7 @@ class RelatedWords:
             return []
         stems_of = self._stemmer.stemWords(terms)
         vectors = await self._vectors(terms, vocab, count=True)
-        sims = vectors @ vocab.matrix[: vocab.n].T
+        sims = _similarities(vectors, vocab.matrix[: vocab.n])
         stems = set(stems_of)
         picked: list[str] = []
         for row in sims:
