@@ -55,13 +55,3 @@ class DecayTime:
     async def strength_of(self, user: UserRef, as_of: datetime | None) -> Callable[[Memory], float]:
         at = await self.at(user, as_of)
         return lambda memory: self._decay.strength(memory, at)
-
-    async def awake(
-        self, user: UserRef, as_of: datetime | None, *, include_dormant: bool
-    ) -> Callable[[Memory], bool]:
-        """Whether a memory may be shown: everything with `include_dormant`, else what is not
-        dormant at the user's present (or `as_of`)."""
-        if include_dormant:
-            return lambda _memory: True
-        at = await self.at(user, as_of)
-        return lambda memory: not self._decay.dormant(memory, at)

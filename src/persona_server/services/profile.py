@@ -114,12 +114,17 @@ class ProfileService:
 
     async def keep(self, user: UserRef, *, include_dormant: bool, as_of: datetime | None) -> Keep:
         """Which memories a profile at `as_of` (the user's present when None) may show."""
-        awake = await self._time.awake(user, as_of, include_dormant=include_dormant)
+        at = None if include_dormant else await self._time.at(user, as_of)
+        return self.keep_at(at, as_of=as_of)
+
+    def keep_at(self, at: datetime | None, *, as_of: datetime | None) -> Keep:
+        """`keep` with the decay time already known; None keeps dormant memories too."""
+        decay = self._time.decay
 
         def keep(memory: Memory) -> bool:
             if as_of is not None and memory.recorded_at > as_of:
                 return False
-            return awake(memory)
+            return at is None or not decay.dormant(memory, at)
 
         return keep
 

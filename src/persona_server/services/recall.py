@@ -123,7 +123,7 @@ class RecallService:
             self._vector_channels(q, depth),
             self._store.search.text(q.user, q.query, depth, q.filter),
             self._related_channel(q, depth),
-            self._decay_at(q),
+            self._time.at(q.user, q.filter.as_of),
         )
         channels: dict[str, list[ChannelHit]] = defaultdict(list)
         named = (
@@ -192,7 +192,7 @@ class RecallService:
             tried = set(memories)
         for memory_id, hits in expansion_hits.items():
             channels[memory_id].extend(hits)
-        if decay_at is not None and t.strength_weight:
+        if t.strength_weight:
             scores, ranked = self._strengthened(decay_at, scores, ranked, memories)
         awake = self._awake(None if q.include_dormant else decay_at)
 
@@ -215,7 +215,9 @@ class RecallService:
             )
             for group in groups[: q.max_results]
         ]
-        return RecallOutcome(results=results, context_block=context_block(results))
+        return RecallOutcome(
+            results=results, context_block=context_block(results), strength_at=decay_at
+        )
 
     async def _vector_channels(
         self, q: RecallQuery, depth: int
@@ -305,13 +307,6 @@ class RecallService:
         before_cut = set(ranked[:cut])
         leaders = sum(1 for i in usable if i in before_cut)
         return self._passages(usable, scores, found, memories, limit, size, leaders), False
-
-    async def _decay_at(self, q: RecallQuery) -> datetime | None:
-        """The instant strength is computed at, None when nothing needs it (dormant memories
-        asked for, strength not a signal): then no store read is spent on it."""
-        if q.include_dormant and not self._tuning.strength_weight:
-            return None
-        return await self._time.at(q.user, q.filter.as_of)
 
     def _strengthened(
         self,

@@ -32,6 +32,9 @@ class ScoredMemory:
 class RecallOutcome:
     results: list[ScoredMemory]
     context_block: str
+    # The instant the results' strength is computed at (services.decay_time): the caller shows
+    # strength at it without reading the user's present again.
+    strength_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ same profile.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -94,10 +93,14 @@ class UserProfileService:
         if not 1 <= q.max_items <= MAX_ITEMS:
             raise ValueError(f"max_items must be 1 to {MAX_ITEMS}")
         at = q.as_of or self._clock()
-        strength, keep = await asyncio.gather(
-            self._profile.decay_time.strength_of(q.user, q.as_of),
-            self._profile.keep(q.user, include_dormant=q.include_dormant, as_of=q.as_of),
-        )
+        # One read of the user's present serves both the strengths shown and dormancy.
+        time = self._profile.decay_time
+        decay_at = await time.at(q.user, q.as_of)
+        keep = self._profile.keep_at(None if q.include_dormant else decay_at, as_of=q.as_of)
+
+        def strength(memory: Memory) -> float:
+            return time.decay.strength(memory, decay_at)
+
         n = q.max_items
         wide = n * _CANDIDATES
 

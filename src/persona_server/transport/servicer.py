@@ -92,10 +92,10 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
     async def Recall(self, request: svc.RecallRequest, context: Context) -> svc.RecallResponse:
         async def call() -> svc.RecallResponse:
             query = validation.recall(current_tenant(), request)
-            outcome, strength = await asyncio.gather(
-                self._s.recall.recall(query),
-                self._s.decay_time.strength_of(query.user, query.filter.as_of),
-            )
+            outcome = await self._s.recall.recall(query)
+            at = outcome.strength_at
+            decay = self._s.decay_time.decay
+            strength = None if at is None else (lambda memory: decay.strength(memory, at))
             return convert.recall_response(outcome, query.user.user_id, strength)
 
         return await _unary(context, call)
