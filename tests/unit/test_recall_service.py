@@ -8,11 +8,7 @@ Recall fetches further rather than return fewer results than it could.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from persona_server.adapters.stores.sqlite import SqliteGraphStore
@@ -25,16 +21,6 @@ from persona_server.services.recall import RecallService, RecallTuning
 
 USER = UserRef(tenant="t", user_id="u")
 T0 = datetime(2024, 3, 1, 9, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(tmp_path: Path, embedder: LocalOnnxEmbedder) -> AsyncIterator[SqliteGraphStore]:
-    s = SqliteGraphStore(tmp_path / "persona.db")
-    await s.open(embedding_model=embedder.model_id, dimension=embedder.dimension)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def ingest(store: SqliteGraphStore, embedder: LocalOnnxEmbedder, texts: list[str]) -> None:

@@ -11,9 +11,7 @@ no word with the query.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,16 +46,6 @@ OTHER_TURNS = [
     ("Sam", "I bought a second-hand guitar and learnt three chords."),
     ("Lee", "The train was late again this morning."),
 ]
-
-
-@pytest.fixture
-async def store(tmp_path: Path, embedder: LocalOnnxEmbedder) -> AsyncIterator[SqliteGraphStore]:
-    s = SqliteGraphStore(tmp_path / "persona.db")
-    await s.open(embedding_model=embedder.model_id, dimension=embedder.dimension)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def say(
