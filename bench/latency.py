@@ -1,6 +1,7 @@
 """Recall latency and ingest throughput as one user's memory grows.
 
     python bench/latency.py --out results.json [--sizes 1000,10000,100000] [--store sqlite]
+    python bench/latency.py --out off.json --server-setting PERSONA_RECALL_RELATED_WORDS=false
     python bench/latency.py --store neo4j [--neo4j-uri bolt://host:7687] --out results.json
 
 Starts its own offline server (fresh temporary data directory, local embeddings, no LLM) and
@@ -487,8 +488,10 @@ def run(
     args: argparse.Namespace | None = None,
     log: Callable[[str], None] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    server_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark; `checkpoint` gets the partial report after each size."""
+    """Run the benchmark; `checkpoint` gets the partial report after each size; `server_env`:
+    settings for the server on top of the offline ones (`--server-setting`)."""
     say = log or (lambda _msg: None)
     started = time.perf_counter()
     with STORES[store](args or argparse.Namespace()) as setup:
@@ -498,6 +501,7 @@ def run(
             "store": setup.name,
             **({"store_details": setup.details} if setup.details else {}),
             "sizes": list(sizes),
+            **({"server_settings": dict(server_env)} if server_env else {}),
             "queries": QUERIES,
             "recall_max_results": RECALL_MAX_RESULTS,
             "single_ingests": SINGLE_INGESTS,
@@ -509,7 +513,8 @@ def run(
                 elapsed = round(time.perf_counter() - started, 1)
                 checkpoint({**partial, **about, "wall_s": elapsed})
 
-        with ServerProcess(store=setup.name, extra_env=setup.env) as server:
+        env = {**setup.env, **(server_env or {})}
+        with ServerProcess(store=setup.name, extra_env=env) as server:
             say(f"server up on {server.target} (pid {server.pid}, store {setup.name})")
             report = asyncio.run(measure(server, sizes, say, save, setup))
     return {**report, **about, "wall_s": round(time.perf_counter() - started, 1)}
@@ -550,11 +555,27 @@ def _sizes(value: str) -> list[int]:
     return sizes
 
 
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("PERSONA_"):
+        raise argparse.ArgumentTypeError(f"expected PERSONA_NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     parser.add_argument("--sizes", type=_sizes, default=[1000, 10000, 100000])
     parser.add_argument("--store", choices=sorted(STORES), default="sqlite")
+    parser.add_argument(
+        "--server-setting",
+        action="append",
+        default=[],
+        type=_setting,
+        metavar="PERSONA_NAME=VALUE",
+        help="a server setting for the run (repeatable), e.g. PERSONA_RECALL_RELATED_WORDS=false "
+        "to measure without a channel; the caller's own PERSONA_* variables never reach it",
+    )
     neo4j = parser.add_argument_group("neo4j store (--store neo4j)")
     neo4j.add_argument(
         "--neo4j-uri",
@@ -587,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args=args,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
         checkpoint=write,
+        server_env=dict(args.server_setting),
     )
     print(format_table(report))
     write(report)

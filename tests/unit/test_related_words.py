@@ -114,6 +114,27 @@ async def test_vocabulary_follows_later_episodes(
     assert "cello" in await related.for_query(ANNA, "What instruments does Anna play?")
 
 
+@pytest.mark.parametrize("max_changes", [2000, 1])
+async def test_words_in_too_many_episodes_are_left_out(
+    store: SqliteGraphStore, embedder: LocalOnnxEmbedder, max_changes: int
+) -> None:
+    # Full-text costs per row a word matches: the words of one query together may be in at
+    # most `max_episodes` of the user's episodes; a common one is skipped, a rarer one kept.
+    pianos = [("Anna", f"Piano practice number {n} went well.") for n in range(4)]
+    await say(store, embedder, ANNA, ANNA_TURNS + pianos)
+    question = "What instruments does Anna play?"
+    assert {"violin", "piano"} <= set(await RelatedWords(store, embedder).for_query(ANNA, question))
+    related = RelatedWords(store, embedder, max_episodes=3, max_changes=max_changes)
+    words = await related.for_query(ANNA, question)
+    assert "violin" in words and "piano" not in words
+    # Counts follow later episodes (through the change log, or by reading all again): three
+    # more violin turns make it too common as well.
+    violins = [("Tim", f"Violin concert {n} was lovely.") for n in range(3)]
+    await say(store, embedder, ANNA, violins, first=len(ANNA_TURNS) + len(pianos))
+    words = await related.for_query(ANNA, question)
+    assert "violin" not in words and "piano" not in words
+
+
 # Filler that the query's words and speaker do not reach, and one turn that answers it with a
 # word of its own: "What instruments..." -> "violin".
 FILLER = ["We should try {} again soon, that was fun.", "The {} tickets are booked for Saturday."]

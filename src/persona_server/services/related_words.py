@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -47,6 +47,7 @@ from persona_server.services.notifier import ChangeNotifier
 
 _EPISODES = MemoryFilter(types=frozenset({MemoryType.EPISODE}))
 _EMBED_BATCH = 256
+_YIELD_EVERY = 200
 
 
 @dataclass
@@ -57,6 +58,9 @@ class _Vocabulary:
     seq: int = 0  # the change log position the words reflect
     words: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
+    # In how many of the user's episodes each word is (an episode changed is counted again:
+    # an over-count, which only makes the channel leave a word out sooner).
+    episodes: list[int] = field(default_factory=list)
     speakers: set[str] = field(default_factory=set)  # casefolded parts of speakers' names
     matrix: npt.NDArray[np.float32] = field(init=False)
 
@@ -83,6 +87,13 @@ class _Vocabulary:
         for w in words:
             self.index[w] = len(self.words)
             self.words.append(w)
+            self.episodes.append(0)
+
+    def count(self, counts: dict[str, int]) -> None:
+        for word, n in counts.items():
+            i = self.index.get(word)
+            if i is not None:
+                self.episodes[i] += n
 
 
 # OpenBLAS runs a product on all its threads above m*n*k = 262,144 (its SMP_THRESHOLD_MIN 65,536
@@ -112,7 +123,12 @@ class RelatedWords:
     `per_word` words at most for each query word, each with a cosine of at least
     `min_similarity` to it; words sharing a stem with a query word are left out (full-text
     already matches them), as are the speakers' names (a name is not a topic: every turn of
-    theirs would match).
+    theirs would match). The words of one query are together in at most `max_episodes` of the
+    user's episodes (counted when the vocabulary is read): full-text costs about a microsecond
+    for each row a word matches, and for a large user the nearest words are often common ones
+    ("dinner", "sister" at 100,000 memories: 5 ms of each Recall's full-text, for words whose
+    low weight changes little). A word that does not fit is skipped and the next nearest tried.
+    On LoCoMo dev the budget changes nothing down to 250 (BENCHMARKS.md, "Related words at scale").
     """
 
     def __init__(
@@ -122,6 +138,7 @@ class RelatedWords:
         *,
         per_word: int = 3,
         min_similarity: float = 0.6,
+        max_episodes: int = 1000,
         max_bytes: int = 256 << 20,
         max_words: int = 20_000,
         max_shared_words: int = 50_000,
@@ -135,6 +152,7 @@ class RelatedWords:
         self._embedder = embedder
         self._per_word = per_word
         self._min_similarity = min_similarity
+        self._max_episodes = max_episodes
         self._max_bytes = max_bytes
         self._max_words = max_words
         self._max_shared = max_shared_words
@@ -171,6 +189,7 @@ class RelatedWords:
         sims = _similarities(vectors, vocab.matrix[: vocab.n])
         stems = set(stems_of)
         picked: list[str] = []
+        spent = 0  # episodes the picked words are in, summed
         for row in sims:
             # A few more than needed: some share a stem with the query or were picked already.
             reach = min(vocab.n, 4 * self._per_word)
@@ -182,7 +201,10 @@ class RelatedWords:
                 word = vocab.words[i]
                 if word in picked or self._stemmer.stemWord(word) in stems:
                     continue
+                if spent + vocab.episodes[i] > self._max_episodes:
+                    continue  # too common to pay for: the next one may not be
                 picked.append(word)
+                spent += vocab.episodes[i]
                 taken += 1
         return picked
 
@@ -274,19 +296,24 @@ class RelatedWords:
         return vocab
 
     async def _add(self, vocab: _Vocabulary, memories: Iterable[Memory]) -> None:
-        new: dict[str, None] = {}
-        for memory in memories:
+        counts: Counter[str] = Counter()
+        speakers: set[str] = set()
+        for n, memory in enumerate(memories, 1):
             if not isinstance(memory, Episode):
                 continue
             if memory.speaker:
-                vocab.speakers.update(content_words(memory.speaker, min_length=1))
-            for word in content_words(memory.text):
-                if word not in vocab.index:
-                    new[word] = None
+                speakers.add(memory.speaker)
+            counts.update(content_words(memory.text))
+            if n % _YIELD_EVERY == 0:
+                # A large user's first read is seconds of this: let queries run in between.
+                await asyncio.sleep(0)
+        for speaker in speakers:
+            vocab.speakers.update(content_words(speaker, min_length=1))
         # A bound on memory and on the embedding a first read costs (words are embedded at
         # about 1,500 a second on two cores): past it, later words are not added.
-        words = list(new)[: max(0, self._max_words - vocab.n)]
-        vocab.add(words, await self._vectors(words, None))
+        new = [w for w in counts if w not in vocab.index][: max(0, self._max_words - vocab.n)]
+        vocab.add(new, await self._vectors(new, None))
+        vocab.count(counts)
 
     async def _vectors(
         self, words: Sequence[str], vocab: _Vocabulary | None, *, count: bool = False
