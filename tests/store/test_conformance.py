@@ -263,6 +263,39 @@ async def test_equal_occurred_at_keeps_ingest_order(store: GraphStore, user: Use
     assert n[first[2].id] == [first[1].id, second[0].id]
 
 
+async def test_texts_page_through_episodes_in_ingest_order(
+    store: GraphStore, user: UserRef
+) -> None:
+    # Ingest order, not event time: a back-filled episode comes after those ingested first.
+    first = [
+        episode("t1", "Piano at noon", hours(5), speaker="Ann"),
+        episode("t2", "Tea", hours(6)),
+    ]
+    later = episode("t0", "Back-filled walk", hours(1), speaker="Bo")
+    await put(store, user, first)
+    await put(store, user, [later])
+    await put(store, user, [episode("t2", "Green tea", hours(6))], replace=True)
+    liking = psyche("likes piano", key="piano")
+    await store.memories.write_derived(
+        user, DerivedWrite(first[0].id, [liking], by_id([liking], units(1)))
+    )
+    other = UserRef(tenant=user.tenant, user_id=user.user_id + "-other")
+    await put(store, other, [episode("o", "Someone else's words", speaker="Cy")])
+
+    every = await store.episodes.texts(user, after_seq=0, limit=10)
+    said = [(t.speaker, t.text) for t in every]
+    assert said == [("Ann", "Piano at noon"), ("", "Green tea"), ("Bo", "Back-filled walk")]
+    seqs = [t.seq for t in every]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    one = await store.episodes.texts(user, after_seq=0, limit=1)
+    rest = await store.episodes.texts(user, after_seq=one[-1].seq, limit=10)
+    assert one + rest == every
+    assert await store.episodes.texts(user, after_seq=seqs[-1], limit=10) == []
+    assert await store.episodes.texts(user, after_seq=0, limit=0) == []
+    unknown = UserRef(tenant=user.tenant, user_id="nobody-here")
+    assert await store.episodes.texts(unknown, after_seq=0, limit=10) == []
+
+
 async def test_concurrent_ingest_keeps_a_total_chain(store: GraphStore, user: UserRef) -> None:
     batches = [[episode(f"c{b}-{i}", f"c {b} {i}", T0) for i in range(5)] for b in range(6)]
     await asyncio.gather(*(put(store, user, batch) for batch in batches))

@@ -185,6 +185,15 @@ class ExpiredEpisodes:
     kept: int  # derived memories that stay (another episode supports them), minus those links
 
 
+@dataclass(frozen=True)
+class EpisodeText:
+    """What an episode says and who said it, with its place in ingest order (`seq`)."""
+
+    seq: int
+    speaker: str
+    text: str
+
+
 class EpisodeOps(Protocol):
     async def put_batch(
         self, user: UserRef, episodes: Sequence[Episode], vectors: Vectors, *, replace: bool
@@ -207,6 +216,12 @@ class EpisodeOps(Protocol):
 
     async def chain(self, user: UserRef) -> list[str]:
         """All episode ids of the user in chain order (for tests and export)."""
+        ...
+
+    async def texts(self, user: UserRef, *, after_seq: int, limit: int) -> list[EpisodeText]:
+        """Up to `limit` of the user's episodes with `seq` above `after_seq`, in ingest order:
+        their words alone, for reading all a user has said (services.related_words) without
+        decoding whole memories, which costs a 100,000-episode user seconds."""
         ...
 
     async def set_extraction(

@@ -39,13 +39,12 @@ import numpy as np
 import numpy.typing as npt
 import Stemmer
 
-from persona_server.domain.models import ChangeKind, Episode, Memory, MemoryType, UserRef
-from persona_server.domain.words import content_words
+from persona_server.domain.models import ChangeKind, Episode, MemoryType, UserRef
+from persona_server.domain.words import content_word_counts, content_words
 from persona_server.ports.embedder import Embedder
-from persona_server.ports.graph_store import GraphStore, MemoryFilter
+from persona_server.ports.graph_store import GraphStore
 from persona_server.services.notifier import ChangeNotifier
 
-_EPISODES = MemoryFilter(types=frozenset({MemoryType.EPISODE}))
 _EMBED_BATCH = 256
 _YIELD_EVERY = 200
 
@@ -264,15 +263,13 @@ class RelatedWords:
         """The whole vocabulary from the user's episodes, as of change `seq` (read first: a
         write during the scan is applied again by the next refresh, which is harmless)."""
         vocab = _Vocabulary(self._embedder.dimension, seq=seq)
-        cursor = ""
+        after = 0
         while True:
-            page = await self._store.memories.list_page(
-                user, filter=_EPISODES, limit=self._page, cursor=cursor
-            )
-            await self._add(vocab, page.memories)
-            if not page.next_cursor:
+            page = await self._store.episodes.texts(user, after_seq=after, limit=self._page)
+            await self._add(vocab, ((e.speaker, e.text) for e in page))
+            if len(page) < self._page:
                 return vocab
-            cursor = page.next_cursor
+            after = page[-1].seq
 
     async def _refreshed(self, user: UserRef, vocab: _Vocabulary) -> _Vocabulary | None:
         """`vocab` with the episodes added or changed since its position, or None when the log
@@ -291,22 +288,24 @@ class RelatedWords:
             and c.kind in (ChangeKind.ADDED, ChangeKind.UPDATED)
         ]
         memories = await self._store.memories.get_many(user, list(dict.fromkeys(ids)))
-        await self._add(vocab, memories.values())
+        await self._add(
+            vocab, ((m.speaker, m.text) for m in memories.values() if isinstance(m, Episode))
+        )
         vocab.seq = changes[-1].seq
         return vocab
 
-    async def _add(self, vocab: _Vocabulary, memories: Iterable[Memory]) -> None:
+    async def _add(self, vocab: _Vocabulary, said: Iterable[tuple[str, str]]) -> None:
+        """Add the words of episodes given as (speaker, text)."""
         counts: Counter[str] = Counter()
         speakers: set[str] = set()
-        for n, memory in enumerate(memories, 1):
-            if not isinstance(memory, Episode):
-                continue
-            if memory.speaker:
-                speakers.add(memory.speaker)
-            counts.update(content_words(memory.text))
-            if n % _YIELD_EVERY == 0:
-                # A large user's first read is seconds of this: let queries run in between.
+        pairs = list(said)
+        for start in range(0, len(pairs), _YIELD_EVERY):
+            if start:
+                # A large user's first read is a second of this: let queries run in between.
                 await asyncio.sleep(0)
+            chunk = pairs[start : start + _YIELD_EVERY]
+            speakers.update(speaker for speaker, _ in chunk if speaker)
+            counts.update(content_word_counts(text for _, text in chunk))
         for speaker in speakers:
             vocab.speakers.update(content_words(speaker, min_length=1))
         # A bound on memory and on the embedding a first read costs (words are embedded at

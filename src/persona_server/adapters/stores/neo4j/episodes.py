@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,7 @@ from persona_server.domain.models import (
 )
 from persona_server.ports.graph_store import (
     CHANGE_LOG_MAX_ENTRIES,
+    EpisodeText,
     EpisodeWriteResult,
     ExpiredEpisodes,
     Vectors,
@@ -110,6 +112,13 @@ WHERE e.tenant = $tenant AND e.user_id = $user_id AND e.chain_at IS NOT NULL
   AND e.seq IS NOT NULL
 RETURN e.id AS id
 ORDER BY e.tenant, e.user_id, e.chain_at, e.seq
+"""
+
+_TEXTS = """
+MATCH (e:Episode)
+WHERE e.tenant = $tenant AND e.user_id = $user_id AND e.seq > $after_seq
+RETURN e.seq AS seq, e.payload AS payload, e.text AS text
+ORDER BY e.tenant, e.user_id, e.seq LIMIT $limit
 """
 
 SET_EXTRACTION = """
@@ -226,6 +235,21 @@ class Neo4jEpisodeOps:
             return [r["id"] for r in await rows(tx, _CHAIN, user_params(user))]
 
         return await self._conn.read(work)
+
+    async def texts(self, user: UserRef, *, after_seq: int, limit: int) -> list[EpisodeText]:
+        if limit <= 0:
+            return []
+
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            params = {**user_params(user), "after_seq": after_seq, "limit": limit}
+            return await rows(tx, _TEXTS, params)
+
+        # The speaker is in the JSON payload: decoding that alone is still far cheaper than
+        # the whole memory (provenance, times, the model's validation).
+        return [
+            EpisodeText(r["seq"], json.loads(r["payload"]).get("speaker") or "", r["text"])
+            for r in await self._conn.read(work)
+        ]
 
     async def set_extraction(
         self, user: UserRef, episode_id: str, status: ExtractionStatus

@@ -35,6 +35,7 @@ from persona_server.domain.models import (
     UserRef,
 )
 from persona_server.ports.graph_store import (
+    EpisodeText,
     EpisodeWriteResult,
     ExpiredEpisodes,
     Vectors,
@@ -184,6 +185,27 @@ class SqliteEpisodeOps:
                     (key,),
                 ).fetchall()
             return [r[0] for r in rows]
+
+        return await self._ctx.db.read(run)
+
+    async def texts(self, user: UserRef, *, after_seq: int, limit: int) -> list[EpisodeText]:
+        if limit <= 0:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[EpisodeText]:
+            with read_transaction(conn):
+                key = find_user_key(conn, user)
+                if key is None:
+                    return []
+                # The episodes' ingest-order index, named: without statistics the planner may
+                # take another index of (user_key, type ...) and sort (as write_derived's did).
+                rows = conn.execute(
+                    "SELECT seq, coalesce(json_extract(payload, '$.speaker'), ''), text "
+                    "FROM memories INDEXED BY memories_seq "
+                    "WHERE user_key = ? AND type = 'episode' AND seq > ? ORDER BY seq LIMIT ?",
+                    (key, after_seq, limit),
+                ).fetchall()
+            return [EpisodeText(seq, speaker, text) for seq, speaker, text in rows]
 
         return await self._ctx.db.read(run)
 
