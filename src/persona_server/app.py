@@ -11,6 +11,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from persona_server import event_loop
+from persona_server.blas import configure_blas
 from persona_server.config import Settings
 from persona_server.domain.tenancy import TenantLimits
 from persona_server.extraction.offline.extractor import OfflineExtractor
@@ -339,4 +340,5 @@ def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
     configure_tracing(settings)
     configure_metrics(settings)
+    configure_blas(settings.blas_threads)
     event_loop.run(_serve_until_signal(settings), settings.uvloop)

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         description="run the server's event loop on uvloop when it is installed (cheaper "
         "sends to many open streams); false = asyncio's own loop",
     )
+    blas_threads: int = Field(
+        1,
+        ge=0,
+        description="threads numpy's BLAS may use for vector products; 1 keeps them on the "
+        "calling thread (the server is parallel across requests), 0 = the library's default",
+    )
     shutdown_grace_s: float = Field(10.0, description="seconds in-flight RPCs get on SIGTERM")
     log_level: str = Field("INFO", description="log level")
     otel_exporter: Literal["none", "console", "otlp"] = Field(
