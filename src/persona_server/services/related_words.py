@@ -207,6 +207,12 @@ class RelatedWords:
                 taken += 1
         return picked
 
+    async def speakers(self, user: UserRef) -> frozenset[str]:
+        """The casefolded parts of the user's speakers' names (as `for_query` leaves them
+        out), from the same vocabulary and with the same wait; none while it is not read."""
+        vocab = await self._vocabulary(user)
+        return frozenset(vocab.speakers) if vocab is not None else frozenset()
+
     async def _vocabulary(self, user: UserRef) -> _Vocabulary | None:
         """The user's current vocabulary; when bringing it up to date takes longer than
         `wait_s` (it goes on in the background), the one held before, or None."""
