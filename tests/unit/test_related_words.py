@@ -154,9 +154,12 @@ async def test_recall_channel_lifts_a_turn_sharing_no_word_with_the_query(
     query = RecallQuery(
         ANNA, "What instruments does Anna play?", max_results=20, explain=True, passages=False
     )
-    plain = await RecallService(store, embedder).recall(query)
-    service = RecallService(store, embedder, related=RelatedWords(store, embedder))
-    related = await service.recall(query)
+    # Both with the user's speakers known (the query without "Anna" is searched too): they
+    # differ in the related-words channel only.
+    words = RelatedWords(store, embedder)
+    without = RecallTuning(related_weight=0.0)
+    plain = await RecallService(store, embedder, without, related=words).recall(query)
+    related = await RecallService(store, embedder, related=words).recall(query)
 
     def score(results: list[ScoredMemory]) -> float:
         return next(r.score for r in results if r.memory.text == answer)
