@@ -12,6 +12,7 @@ import pytest
 from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
 from persona_server.adapters.stores.sqlite import SqliteGraphStore
 from persona_server.domain.models import Episode, MemoryType, SourceType, UserRef
+from persona_server.ports.graph_store import MemoryFilter
 from persona_server.services.commands import IngestCommand, NewItem, RecallQuery
 from persona_server.services.ingest import IngestService
 from persona_server.services.notifier import ChangeNotifier
@@ -186,7 +187,7 @@ async def test_recall_returns_the_two_answer_turns_as_one_passage(
     # Event-time order inside the passage, and only episodes of the first sitting.
     joined_times = [m.occurred_at for m in first.joined]
     assert all(t == DAY1 for t in joined_times)
-    assert len(members) <= 3
+    assert len(members) <= RecallTuning().passage_size
     # The passage is one result in the context block, its episodes on lines of their own.
     block = context_block(out.results)
     assert block.startswith("[1] ")
@@ -219,3 +220,29 @@ async def test_a_passage_never_spans_two_sittings(
     any_gap = RecallService(store, embedder, RecallTuning(passage_floor=0.0, passage_gap_s=1e9))
     loose = await any_gap.recall(RecallQuery(USER, query, max_results=5))
     assert max(days_per_result(loose.results)) == 2
+
+
+async def test_only_episodes_that_matched_themselves_join(
+    store: SqliteGraphStore, embedder: LocalOnnxEmbedder
+) -> None:
+    # Search depth 3 (one result asked for): a few turns are hits of the vector and full-text
+    # channels (the only ones here); their chain neighbours are reached by the temporal
+    # expansion and inherit score without matching.
+    query = "What does Ana's teacher say about her cello bowing?"
+    shallow = {"candidates": 1, "passage_floor": 0.0}
+    vector = await embedder.embed([query])
+    hits = {h.memory_id for h in await store.search.vector(USER, vector, 3, MemoryFilter())}
+    hits |= {h.memory_id for h in await store.search.text(USER, query, 3, MemoryFilter())}
+
+    async def joined(own_match: bool) -> list[str]:
+        tuning = RecallTuning(passage_own_match=own_match, **shallow)
+        out = await RecallService(store, embedder, tuning).recall(
+            RecallQuery(USER, query, max_results=1)
+        )
+        return [m.id for m in out.results[0].joined]
+
+    with_rule = await joined(True)
+    without = await joined(False)
+    assert with_rule and set(with_rule) <= hits
+    # Without the rule, a neighbour that only inherited score joins the passage.
+    assert set(without) - hits
