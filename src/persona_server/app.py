@@ -35,7 +35,7 @@ from persona_server.services.memories import MemoryService
 from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.profile import ProfileService
 from persona_server.services.quotas import Quotas
-from persona_server.services.recall import RecallService
+from persona_server.services.recall import RecallService, RecallTuning
 from persona_server.services.related_words import RelatedWords
 from persona_server.services.retention import RetentionJob
 from persona_server.services.user_profile import UserProfileService
@@ -218,6 +218,7 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     recall = RecallService(
         store,
         emb,
+        RecallTuning() if settings.recall_unnamed_query else RecallTuning.without_unnamed(),
         time_spans=query_time_spans,
         decay=decay,
         related=RelatedWords(

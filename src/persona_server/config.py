@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     recall_related_words_bytes: int = Field(
         256 << 20, ge=0, description="memory per process for those vocabularies"
     )
+    recall_unnamed_query: bool = Field(
+        True,
+        description="Recall also searches vectors for the query without the user's speakers' "
+        "names (embedded with it: about 3 ms a query naming a speaker on two cores); off gives "
+        "round four's ranking and passages back",
+    )
 
     # --- StreamContext ---
     stream_poll_s: float = Field(

@@ -105,6 +105,18 @@ class RecallTuning:
     # 1 + weight * strength. Off: on the LoCoMo dev halves it did not help (BENCHMARKS.md).
     strength_weight: float = 0.0
 
+    @classmethod
+    def without_unnamed(cls) -> RecallTuning:
+        """Round four's tuning: no unnamed-query search, and the passages that fit the
+        context budget without it (`PERSONA_RECALL_UNNAMED_QUERY=false`)."""
+        return cls(
+            vector_weight=1.0,
+            unnamed_weight=0.0,
+            passage_size=3,
+            passage_floor=0.45,
+            passage_own_match=False,
+        )
+
 
 @dataclass(frozen=True)
 class _Choice:

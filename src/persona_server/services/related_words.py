@@ -209,8 +209,12 @@ class RelatedWords:
 
     async def speakers(self, user: UserRef) -> frozenset[str]:
         """The casefolded parts of the user's speakers' names (as `for_query` leaves them
-        out), from the same vocabulary and with the same wait; none while it is not read."""
-        vocab = await self._vocabulary(user)
+        out). From the vocabulary held, as it is: Recall embeds its query only once it knows
+        them, and a new speaker is rare, so this does not wait for the vocabulary's refresh
+        (`for_query`, beside it, brings it up to date). A user not held yet is waited for as
+        `for_query` waits (then none, if the read takes longer)."""
+        held = self._users.get((user.tenant, user.user_id))
+        vocab = held if held is not None else await self._vocabulary(user)
         return frozenset(vocab.speakers) if vocab is not None else frozenset()
 
     async def _vocabulary(self, user: UserRef) -> _Vocabulary | None:
