@@ -176,3 +176,18 @@ async def test_one_embedder_call_and_the_unnamed_vector_cached(
     again = await service.recall(RecallQuery(USER, query.query, max_results=5, query_vector=vector))
     assert len(counting.calls) == 1
     assert [r.memory.id for r in again.results] == [r.memory.id for r in first.results]
+
+
+async def test_without_unnamed_embeds_the_query_alone(
+    store: SqliteGraphStore, embedder: LocalOnnxEmbedder
+) -> None:
+    await say(store, embedder)
+    counting = CountingEmbedder(embedder)
+    tuning = RecallTuning.without_unnamed()
+    service = RecallService(store, counting, tuning, related=RelatedWords(store, embedder))
+    out = await service.recall(
+        RecallQuery(USER, "What console does Nate own?", max_results=5, explain=True)
+    )
+    assert counting.calls == [["What console does Nate own?"]]
+    assert not any(c.channel == "unnamed" for r in out.results for c in r.channels)
+    assert tuning.passage_size == 3 and not tuning.passage_own_match
