@@ -222,12 +222,14 @@ async def test_a_contradiction_invalidates_the_older_fact_and_history_stays_quer
     with_history = await client.recall(
         "u1", query, max_results=20, include_history=True, include_dormant=True
     )
-    found = next(r.memory for r in with_history.results if r.memory.id == paris.id)
+    # A result or a member of one (a fact rides in the passage of the episode it came from
+    # when that episode ranks first).
+    found = next(m for r in with_history.results for m in (r.memory, *r.joined) if m.id == paris.id)
     assert found.validity.HasField("invalid_at")
     assert "(no longer true)" in with_history.context_block
 
     then = await client.recall("u1", query, max_results=20, as_of=between, include_dormant=True)
-    texts = [r.memory.text for r in then.results]
+    texts = [m.text for r in then.results for m in (r.memory, *r.joined)]
     assert "Caroline lives in Paris" in texts
     assert "Caroline lives in Berlin" not in texts
 
