@@ -218,7 +218,11 @@ async def start(settings: Settings, *, embedder: Embedder | None = None) -> App:
     recall = RecallService(
         store,
         emb,
-        RecallTuning() if settings.recall_unnamed_query else RecallTuning.without_unnamed(),
+        # The unnamed query knows the speakers from the related-words vocabulary: without it,
+        # round four's passages (the new ones pay for the unnamed query's context only).
+        RecallTuning()
+        if settings.recall_unnamed_query and settings.recall_related_words
+        else RecallTuning.without_unnamed(),
         time_spans=query_time_spans,
         decay=decay,
         related=RelatedWords(
