@@ -677,7 +677,8 @@ func (x *RecallRequest) GetIncludeDormant() bool {
 // ChannelScore is one retrieval channel's view of a result (for `explain`).
 type ChannelScore struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The channel: "vector", "text", "graph", "temporal" or "time".
+	// The channel: "vector", "unnamed" (the query without the user's speakers' names), "text",
+	// "related" (the user's words nearest in meaning to the query's), "graph", "temporal" or "time".
 	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	// 1-based rank of the result in that channel.
 	Rank int32 `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`

@@ -418,7 +418,9 @@ class ChannelScore(_message.Message):
     RANK_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     channel: _builtins.str
-    """The channel: "vector", "text", "graph", "temporal" or "time"."""
+    """The channel: "vector", "unnamed" (the query without the user's speakers' names), "text",
+    "related" (the user's words nearest in meaning to the query's), "graph", "temporal" or "time".
+    """
     rank: _builtins.int
     """1-based rank of the result in that channel."""
     score: _builtins.float

@@ -334,7 +334,8 @@ export const RecallRequestSchema: GenMessage<RecallRequest> = /*@__PURE__*/
  */
 export type ChannelScore = Message<"persona.v1.ChannelScore"> & {
   /**
-   * The channel: "vector", "text", "graph", "temporal" or "time".
+   * The channel: "vector", "unnamed" (the query without the user's speakers' names), "text",
+   * "related" (the user's words nearest in meaning to the query's), "graph", "temporal" or "time".
    *
    * @generated from field: string channel = 1;
    */
