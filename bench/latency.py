@@ -510,8 +510,14 @@ def run(
                 checkpoint({**partial, **about, "wall_s": elapsed})
 
         activations = getattr(args, "activations", "float")
+        spin_us = str(getattr(args, "spin_us", 0))
         about["embeddings_local_activations"] = activations
-        env = {**setup.env, "PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS": activations}
+        about["embeddings_local_spin_us"] = spin_us
+        env = {
+            **setup.env,
+            "PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS": activations,
+            "PERSONA_EMBEDDINGS_LOCAL_SPIN_US": spin_us,
+        }
         with ServerProcess(store=setup.name, extra_env=env) as server:
             say(f"server up on {server.target} (pid {server.pid}, store {setup.name})")
             report = asyncio.run(measure(server, sizes, say, save, setup))
@@ -563,6 +569,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=("float", "int8"),
         default="float",
         help="the server's local MiniLM graph (PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS)",
+    )
+    parser.add_argument(
+        "--spin-us",
+        type=int,
+        default=0,
+        help="the server's PERSONA_EMBEDDINGS_LOCAL_SPIN_US (onnxruntime worker spin)",
     )
     neo4j = parser.add_argument_group("neo4j store (--store neo4j)")
     neo4j.add_argument(

@@ -53,6 +53,7 @@ def build_embedder_from(settings: Settings) -> Embedder:
         model=settings.embeddings_model or None,
         api_key=settings.embeddings_api_key.get_secret_value() or None,
         local_activations=settings.embeddings_local_activations,
+        local_spin_us=settings.embeddings_local_spin_us,
     )
 
 

@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         "(derived at load, cheaper per text, slightly other vectors); each has its own model "
         "id, so a data dir keeps the one it was built with",
     )
+    embeddings_local_spin_us: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="microseconds an idle onnxruntime worker spins for the next operator "
+        "before it sleeps (0 = no spinning)",
+    )
 
     # --- LLM (configured when llm_model is set) ---
     llm_base_url: str = Field("", description="OpenAI-compatible base URL (empty = OpenAI)")

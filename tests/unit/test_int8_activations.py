@@ -171,9 +171,23 @@ def test_a_failing_derivation_falls_back_to_the_packaged_graph(
         asyncio.run(fallback.close())
 
 
-def test_invalid_activations_setting_is_refused() -> None:
+def test_invalid_activations_or_spin_setting_is_refused() -> None:
     with pytest.raises(ValueError, match="activations"):
         LocalOnnxEmbedder(activations="int4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="spin_us"):
+        LocalOnnxEmbedder(spin_us=-1)
+
+
+def test_a_spinning_session_gives_the_same_vectors(
+    pair: tuple[LocalOnnxEmbedder, LocalOnnxEmbedder],
+) -> None:
+    # Spinning is a scheduling setting only.
+    derived, _ = pair
+    spinning = LocalOnnxEmbedder(activations="int8", spin_us=100)
+    try:
+        assert np.array_equal(spinning.embed_sync(TEXTS), derived.embed_sync(TEXTS))
+    finally:
+        asyncio.run(spinning.close())
 
 
 def test_factory_passes_the_activations_setting() -> None:
@@ -198,9 +212,11 @@ async def test_a_store_built_with_one_graph_refuses_the_other(tmp_path: Path) ->
 
 def test_the_setting_reaches_the_server_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS", "int8")
+    monkeypatch.setenv("PERSONA_EMBEDDINGS_LOCAL_SPIN_US", "100")
     chosen = build_embedder_from(Settings(_env_file=None))  # type: ignore[call-arg]
     assert isinstance(chosen, LocalOnnxEmbedder)
     assert chosen.activations == "int8"
+    assert chosen.spin_us == 100
     monkeypatch.setenv("PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS", "int4")
     with pytest.raises(ValidationError, match="embeddings_local_activations"):
         Settings(_env_file=None)  # type: ignore[call-arg]

@@ -14,6 +14,7 @@ def build_embedder(
     api_key: str | None,
     timeout_s: float = 30.0,
     local_activations: Activations = "float",
+    local_spin_us: int = 0,
 ) -> Embedder:
     """The local model unless `model` names a remote one.
 
@@ -26,4 +27,4 @@ def build_embedder(
         return OpenAICompatibleEmbedder(
             base_url=base_url, model=model, api_key=api_key, timeout_s=timeout_s
         )
-    return LocalOnnxEmbedder(activations=local_activations)
+    return LocalOnnxEmbedder(activations=local_activations, spin_us=local_spin_us)

@@ -131,7 +131,10 @@ class LocalOnnxEmbedder:
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         activations: Activations = "float",
         derived_sha256: str = DERIVED_SHA256,
+        spin_us: int = 0,
     ) -> None:
+        if not 0 <= spin_us <= 100_000:
+            raise ValueError(f"spin_us must be in [0, 100000], got {spin_us}")
         if activations not in ("int8", "float"):
             raise ValueError(f"activations must be 'int8' or 'float', got {activations!r}")
         if batch_size < 1:
@@ -155,6 +158,7 @@ class LocalOnnxEmbedder:
         self._max_batch_tokens = max_batch_tokens
         self._activations: Activations = activations
         self._derived_sha256 = derived_sha256
+        self._spin_us = spin_us
         self._load_lock = threading.Lock()
         self._session: ort.InferenceSession | None = None
         self._tokenizer: Tokenizer | None = None
@@ -172,6 +176,10 @@ class LocalOnnxEmbedder:
     @property
     def activations(self) -> Activations:
         return self._activations
+
+    @property
+    def spin_us(self) -> int:
+        return self._spin_us
 
     @property
     def dimension(self) -> int:
@@ -206,8 +214,17 @@ class LocalOnnxEmbedder:
             # request, and that core is the gRPC server's too. Spinning only inside a run
             # (`session.force_spinning_stop`) was measured too (bench/embed_batching.py): +2-7%
             # texts/s on short lines, but on the shared cores LoCoMo turns and single queries
-            # got slower (query p50 9.0 against 6.3 ms), so it stays off.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # got slower (query p50 9.0 against 6.3 ms), so it stays off by default.
+            # `spin_us` bounds it instead: a worker spins at most that long for the next
+            # operator before it sleeps, which is what the int8-activation graph's many small
+            # operators need (bench/embed_batching.py).
+            if self._spin_us > 0:
+                options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+                options.add_session_config_entry(
+                    "session.intra_op.spin_duration_us", str(self._spin_us)
+                )
+            else:
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = None
             if self._activations == "int8":
                 session = self._derived_session(options)
