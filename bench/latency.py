@@ -512,11 +512,14 @@ def run(
         activations = getattr(args, "activations", "float")
         spin_us = str(getattr(args, "spin_us", 0))
         about["embeddings_local_activations"] = activations
+        parallel = str(getattr(args, "parallel_calls", 1))
         about["embeddings_local_spin_us"] = spin_us
+        about["embeddings_local_parallel_calls"] = parallel
         env = {
             **setup.env,
             "PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS": activations,
             "PERSONA_EMBEDDINGS_LOCAL_SPIN_US": spin_us,
+            "PERSONA_EMBEDDINGS_LOCAL_PARALLEL_CALLS": parallel,
         }
         with ServerProcess(store=setup.name, extra_env=env) as server:
             say(f"server up on {server.target} (pid {server.pid}, store {setup.name})")
@@ -575,6 +578,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         type=int,
         default=0,
         help="the server's PERSONA_EMBEDDINGS_LOCAL_SPIN_US (onnxruntime worker spin)",
+    )
+    parser.add_argument(
+        "--parallel-calls",
+        type=int,
+        default=1,
+        help="the server's PERSONA_EMBEDDINGS_LOCAL_PARALLEL_CALLS",
     )
     neo4j = parser.add_argument_group("neo4j store (--store neo4j)")
     neo4j.add_argument(

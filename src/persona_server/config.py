@@ -157,6 +157,13 @@ class Settings(BaseSettings):
         description="microseconds an idle onnxruntime worker spins for the next operator "
         "before it sleeps (0 = no spinning)",
     )
+    embeddings_local_parallel_calls: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="model calls of one embedding request run at once, one thread each "
+        "(1 = one call at a time on all intra-op threads)",
+    )
 
     # --- LLM (configured when llm_model is set) ---
     llm_base_url: str = Field("", description="OpenAI-compatible base URL (empty = OpenAI)")

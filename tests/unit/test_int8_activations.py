@@ -8,6 +8,7 @@ import collections
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -178,6 +179,26 @@ def test_invalid_activations_or_spin_setting_is_refused() -> None:
         LocalOnnxEmbedder(spin_us=-1)
 
 
+@pytest.mark.parametrize("activations", ["float", "int8"])
+def test_parallel_calls_give_the_same_vectors(
+    activations: Literal["float", "int8"], pair: tuple[LocalOnnxEmbedder, LocalOnnxEmbedder]
+) -> None:
+    # Several calls at once on one-thread sessions: a scheduling setting, the vectors are the
+    # ones of one call at a time (bit for bit), in the caller's order.
+    reference = pair[0] if activations == "int8" else pair[1]
+    parallel = LocalOnnxEmbedder(
+        activations=activations, parallel_calls=2, batch_size=3, max_batch_tokens=96
+    )
+    try:
+        texts = TEXTS * 3
+        assert np.array_equal(parallel.embed_sync(texts), reference.embed_sync(texts))
+        assert np.array_equal(parallel.embed_sync(TEXTS[:1]), reference.embed_sync(TEXTS[:1]))
+    finally:
+        asyncio.run(parallel.close())
+    with pytest.raises(ValueError, match="parallel_calls"):
+        LocalOnnxEmbedder(parallel_calls=0)
+
+
 def test_a_spinning_session_gives_the_same_vectors(
     pair: tuple[LocalOnnxEmbedder, LocalOnnxEmbedder],
 ) -> None:
@@ -213,10 +234,12 @@ async def test_a_store_built_with_one_graph_refuses_the_other(tmp_path: Path) ->
 def test_the_setting_reaches_the_server_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS", "int8")
     monkeypatch.setenv("PERSONA_EMBEDDINGS_LOCAL_SPIN_US", "100")
+    monkeypatch.setenv("PERSONA_EMBEDDINGS_LOCAL_PARALLEL_CALLS", "2")
     chosen = build_embedder_from(Settings(_env_file=None))  # type: ignore[call-arg]
     assert isinstance(chosen, LocalOnnxEmbedder)
     assert chosen.activations == "int8"
     assert chosen.spin_us == 100
+    assert chosen.parallel_calls == 2
     monkeypatch.setenv("PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS", "int4")
     with pytest.raises(ValidationError, match="embeddings_local_activations"):
         Settings(_env_file=None)  # type: ignore[call-arg]

@@ -15,6 +15,7 @@ def build_embedder(
     timeout_s: float = 30.0,
     local_activations: Activations = "float",
     local_spin_us: int = 0,
+    local_parallel_calls: int = 1,
 ) -> Embedder:
     """The local model unless `model` names a remote one.
 
@@ -27,4 +28,8 @@ def build_embedder(
         return OpenAICompatibleEmbedder(
             base_url=base_url, model=model, api_key=api_key, timeout_s=timeout_s
         )
-    return LocalOnnxEmbedder(activations=local_activations, spin_us=local_spin_us)
+    return LocalOnnxEmbedder(
+        activations=local_activations,
+        spin_us=local_spin_us,
+        parallel_calls=local_parallel_calls,
+    )

@@ -132,7 +132,10 @@ class LocalOnnxEmbedder:
         activations: Activations = "float",
         derived_sha256: str = DERIVED_SHA256,
         spin_us: int = 0,
+        parallel_calls: int = 1,
     ) -> None:
+        if not 1 <= parallel_calls <= 8:
+            raise ValueError(f"parallel_calls must be in [1, 8], got {parallel_calls}")
         if not 0 <= spin_us <= 100_000:
             raise ValueError(f"spin_us must be in [0, 100000], got {spin_us}")
         if activations not in ("int8", "float"):
@@ -159,6 +162,9 @@ class LocalOnnxEmbedder:
         self._activations: Activations = activations
         self._derived_sha256 = derived_sha256
         self._spin_us = spin_us
+        self._parallel_calls = parallel_calls
+        self._batch_session: ort.InferenceSession | None = None
+        self._batch_pool: ThreadPoolExecutor | None = None
         self._load_lock = threading.Lock()
         self._session: ort.InferenceSession | None = None
         self._tokenizer: Tokenizer | None = None
@@ -180,6 +186,10 @@ class LocalOnnxEmbedder:
     @property
     def spin_us(self) -> int:
         return self._spin_us
+
+    @property
+    def parallel_calls(self) -> int:
+        return self._parallel_calls
 
     @property
     def dimension(self) -> int:
@@ -205,36 +215,15 @@ class LocalOnnxEmbedder:
             # longest member only, which is most of the speed on short texts.
             tokenizer.no_padding()
 
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.intra_op_num_threads = self._intra_op_threads
-            options.inter_op_num_threads = 1
-            # Spinning saves ~0.4 ms per call (measured) but keeps a core busy after every
-            # request, and that core is the gRPC server's too. Spinning only inside a run
-            # (`session.force_spinning_stop`) was measured too (bench/embed_batching.py): +2-7%
-            # texts/s on short lines, but on the shared cores LoCoMo turns and single queries
-            # got slower (query p50 9.0 against 6.3 ms), so it stays off by default.
-            # `spin_us` bounds it instead: a worker spins at most that long for the next
-            # operator before it sleeps, which is what the int8-activation graph's many small
-            # operators need (bench/embed_batching.py).
-            if self._spin_us > 0:
-                options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-                options.add_session_config_entry(
-                    "session.intra_op.spin_duration_us", str(self._spin_us)
-                )
-            else:
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            graph: str | bytes = str(self._model_path)
             session = None
             if self._activations == "int8":
-                session = self._derived_session(options)
+                derived = self._derived_graph()
+                if derived is not None:
+                    graph, session = derived
             if session is None:
                 self._activations = "float"
-                session = ort.InferenceSession(
-                    str(self._model_path),
-                    sess_options=options,
-                    providers=["CPUExecutionProvider"],
-                )
+                session = self._new_session(graph, self._intra_op_threads)
             input_names = frozenset(i.name for i in session.get_inputs())
             missing = {"input_ids", "attention_mask"} - input_names
             if missing:
@@ -244,13 +233,45 @@ class LocalOnnxEmbedder:
                 raise RuntimeError(
                     f"{self._model_path} outputs {out.shape}, expected (..., {DIMENSION})"
                 )
+            if self._parallel_calls > 1:
+                # One thread each, several calls at once: no operator waits for a second
+                # thread to wake, which is most of a call's time on shared cores
+                # (bench/embed_batching.py, `p2`). Vectors are the same: a call's result does
+                # not depend on the threads that ran it.
+                self._batch_session = self._new_session(graph, 1)
+                self._batch_pool = ThreadPoolExecutor(
+                    max_workers=self._parallel_calls, thread_name_prefix="persona-embedder-call"
+                )
             self._tokenizer = tokenizer
             self._input_names = input_names
             self._session = session
 
-    def _derived_session(self, options: ort.SessionOptions) -> ort.InferenceSession | None:
-        """The int8-activation graph's session, or None (logged) if it cannot be made: the
-        caller then runs the packaged graph under the packaged model id."""
+    def _new_session(self, graph: str | bytes, threads: int) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Spinning saves ~0.4 ms per call (measured) but keeps a core busy after every
+        # request, and that core is the gRPC server's too. Spinning only inside a run
+        # (`session.force_spinning_stop`) was measured too (bench/embed_batching.py): +2-7%
+        # texts/s on short lines, but on the shared cores LoCoMo turns and single queries
+        # got slower (query p50 9.0 against 6.3 ms), so it stays off by default.
+        # `spin_us` bounds it instead: a worker spins at most that long for the next
+        # operator before it sleeps (faster on free cores, slower end to end on shared ones:
+        # BENCHMARKS.md).
+        if self._spin_us > 0:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+            options.add_session_config_entry(
+                "session.intra_op.spin_duration_us", str(self._spin_us)
+            )
+        else:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
+
+    def _derived_graph(self) -> tuple[bytes, ort.InferenceSession] | None:
+        """The int8-activation graph and its session, or None (logged) if either cannot be
+        made: the caller then runs the packaged graph under the packaged model id."""
         try:
             derived = int8_activations.derive(self._model_path.read_bytes())
             digest = hashlib.sha256(derived).hexdigest()
@@ -259,9 +280,7 @@ class LocalOnnxEmbedder:
                     f"derived graph has sha256 {digest}, expected {self._derived_sha256}"
                 )
             # Derived in memory at every load (0.14 s measured): nothing on disk to go stale.
-            return ort.InferenceSession(
-                derived, sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            return derived, self._new_session(derived, self._intra_op_threads)
         except Exception as exc:  # any failure leaves the packaged graph, which is verified
             _log.warning(
                 "int8-activation graph unavailable (%s); running the packaged graph (%s)",
@@ -282,12 +301,25 @@ class LocalOnnxEmbedder:
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
         out = np.empty((len(encodings), DIMENSION), dtype=np.float32)
         lengths = [len(e.ids) for e in encodings]
-        for idx in sub_batches(lengths, self._batch_size, self._max_batch_tokens):
+        groups = sub_batches(lengths, self._batch_size, self._max_batch_tokens)
+        pool, batch_session = self._batch_pool, self._batch_session
+        if pool is not None and batch_session is not None and len(groups) > 1:
+            futures = [
+                (idx, pool.submit(self._run_batch, [encodings[i] for i in idx], batch_session))
+                for idx in groups
+            ]
+            for idx, future in futures:
+                out[idx] = future.result()
+            return out
+        for idx in groups:
             out[idx] = self._run_batch([encodings[i] for i in idx])
         return out
 
-    def _run_batch(self, encodings: list[Encoding]) -> npt.NDArray[np.float32]:
-        assert self._session is not None
+    def _run_batch(
+        self, encodings: list[Encoding], session: ort.InferenceSession | None = None
+    ) -> npt.NDArray[np.float32]:
+        session = session or self._session
+        assert session is not None
         width = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
@@ -298,7 +330,7 @@ class LocalOnnxEmbedder:
         feeds: dict[str, npt.NDArray[np.int64]] = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden: npt.NDArray[np.float32] = self._session.run(None, feeds)[0]
+        hidden: npt.NDArray[np.float32] = session.run(None, feeds)[0]
         return _mean_pool_normalise(hidden, mask)
 
     async def start(self) -> None:
@@ -333,6 +365,10 @@ class LocalOnnxEmbedder:
         if executor is not None:
             # Waiting for queued work happens off the loop; the session is then released.
             await asyncio.to_thread(executor.shutdown, wait=True)
+        if self._batch_pool is not None:
+            await asyncio.to_thread(self._batch_pool.shutdown, wait=True)
+        self._batch_pool = None
+        self._batch_session = None
         self._session = None
         self._tokenizer = None
 
