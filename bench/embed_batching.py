@@ -7,8 +7,10 @@ Embeds the texts Ingest embeds (`bench/latency.py`'s lines rendered as `embeddin
 with --locomo the dev conversations' turns) in calls of 100, as one Ingest batch does, once per
 variant per round, the variants alternated so that the machine's load hits them alike. A
 variant is a list of settings (`parse_variant`: `b16` 16 texts a call, `t512` 512 padded word
-pieces a call, `x1` one thread; e.g. `b64t512x1`). Prints texts/s (median over rounds, wall
-and process CPU time) and the largest difference of each variant's vectors from the first's.
+pieces a call, `x1` one thread, `s100` workers spin 100 us, `p2` two calls at once of one
+thread each, `q` the int8-activation graph; e.g. `b64t512x1`, `b32qs100`, `b32qp2`).
+Prints texts/s (median over rounds, wall and process CPU time) and the largest difference of
+each variant's vectors from the first's.
 Timing figures: run under `flock /tmp/persona-bench.lock` (BENCHMARKS.md).
 """
 
@@ -65,11 +67,18 @@ def locomo(data_dir: Path, n: int) -> list[str]:
 
 
 def parse_variant(raw: str) -> dict[str, Any]:
-    """`b64` (texts per call), `t512` (padded word pieces per call), `x1` (threads), combined:
-    `b64t512x1`."""
-    kwargs: dict[str, Any] = {}
-    keys = {"b": "batch_size", "t": "max_batch_tokens", "x": "intra_op_threads"}
-    for key, value in re.findall(r"([btx])(\d+)", raw):
+    """`b64` (texts per call), `t512` (padded word pieces per call), `x1` (threads), `s100`
+    (spin microseconds), `p2` (calls at once), `q` (int8 activations), combined: `b64t512x1`,
+    `b32qs100`, `b32qp2`."""
+    kwargs: dict[str, Any] = {"activations": "int8" if "q" in raw else "float"}
+    keys = {
+        "b": "batch_size",
+        "t": "max_batch_tokens",
+        "x": "intra_op_threads",
+        "s": "spin_us",
+        "p": "parallel_calls",
+    }
+    for key, value in re.findall(r"([btxsp])(\d+)", raw):
         kwargs[keys[key]] = int(value)
     return kwargs
 

@@ -1,7 +1,7 @@
 """Where batch Ingest spends its time, in process: embedding against everything else.
 
     python bench/ingest_profile.py [--items 2000] [--locomo ../shared/locomo/dev] [--out F.json]
-        [--batch-size 32] [--max-batch-tokens 512]
+        [--batch-size 32] [--max-batch-tokens 512] [--activations float|int8]
 
 Starts the offline app in process on a fresh temporary data directory (no gRPC) and ingests
 `bench/latency.py`'s synthetic lines (or, with --locomo, the dev conversations' turns) in
@@ -113,7 +113,11 @@ def locomo_items(data_dir: Path, n: int) -> list[tuple[str, list[NewItem]]]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     embedder = CountingEmbedder(
-        LocalOnnxEmbedder(batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
+        LocalOnnxEmbedder(
+            batch_size=args.batch_size,
+            max_batch_tokens=args.max_batch_tokens,
+            activations=args.activations,
+        )
     )
     await embedder.start()
     with tempfile.TemporaryDirectory(prefix="persona-ingest-profile-") as tmp:
@@ -149,7 +153,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = embedder.call_sizes
     return {
         "data": "locomo" if args.locomo else "latency.py synthetic",
-        "embedder": {"batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens},
+        "embedder": {
+            "batch_size": args.batch_size,
+            "max_batch_tokens": args.max_batch_tokens,
+            "activations": args.activations,
+        },
         "items": count,
         "seconds": round(total, 3),
         "items_per_s": round(count / total, 1),
@@ -168,6 +176,7 @@ def main() -> None:
     parser.add_argument("--locomo", type=Path, help="ingest these LoCoMo conversations instead")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS)
+    parser.add_argument("--activations", choices=("float", "int8"), default="float")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     report = asyncio.run(run(args))

@@ -513,7 +513,19 @@ def run(
                 elapsed = round(time.perf_counter() - started, 1)
                 checkpoint({**partial, **about, "wall_s": elapsed})
 
-        env = {**setup.env, **(server_env or {})}
+        activations = getattr(args, "activations", "float")
+        spin_us = str(getattr(args, "spin_us", 0))
+        about["embeddings_local_activations"] = activations
+        parallel = str(getattr(args, "parallel_calls", 1))
+        about["embeddings_local_spin_us"] = spin_us
+        about["embeddings_local_parallel_calls"] = parallel
+        env = {
+            **setup.env,
+            "PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS": activations,
+            "PERSONA_EMBEDDINGS_LOCAL_SPIN_US": spin_us,
+            "PERSONA_EMBEDDINGS_LOCAL_PARALLEL_CALLS": parallel,
+            **(server_env or {}),  # --server-setting wins over the flags above
+        }
         with ServerProcess(store=setup.name, extra_env=env) as server:
             say(f"server up on {server.target} (pid {server.pid}, store {setup.name})")
             report = asyncio.run(measure(server, sizes, say, save, setup))
@@ -575,6 +587,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="PERSONA_NAME=VALUE",
         help="a server setting for the run (repeatable), e.g. PERSONA_RECALL_RELATED_WORDS=false "
         "to measure without a channel; the caller's own PERSONA_* variables never reach it",
+    )
+    parser.add_argument(
+        "--activations",
+        choices=("float", "int8"),
+        default="float",
+        help="the server's local MiniLM graph (PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS)",
+    )
+    parser.add_argument(
+        "--spin-us",
+        type=int,
+        default=0,
+        help="the server's PERSONA_EMBEDDINGS_LOCAL_SPIN_US (onnxruntime worker spin)",
+    )
+    parser.add_argument(
+        "--parallel-calls",
+        type=int,
+        default=1,
+        help="the server's PERSONA_EMBEDDINGS_LOCAL_PARALLEL_CALLS",
     )
     neo4j = parser.add_argument_group("neo4j store (--store neo4j)")
     neo4j.add_argument(

@@ -440,6 +440,8 @@ def run(
     conversations: Sequence[str] = (),
     split: Sequence[str] = (),
     log: Callable[[str], None] | None = None,
+    activations: str = "float",
+    spin_us: int = 0,
 ) -> dict[str, Any]:
     """Run the benchmark end to end and return the JSON-ready report."""
     say = log or (lambda _msg: None)
@@ -450,7 +452,11 @@ def run(
         conversations=conversations,
     )
     started = time.perf_counter()
-    with ServerProcess() as server:
+    env = {
+        "PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS": activations,
+        "PERSONA_EMBEDDINGS_LOCAL_SPIN_US": str(spin_us),
+    }
+    with ServerProcess(extra_env=env) as server:
         say(f"server up on {server.target} (pid {server.pid})")
         persona = asyncio.run(run_persona(server.target, convs, say))
         memory_kb = server.memory_kb()
@@ -568,6 +574,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="STEMS",
         help="also report half A (these stems) and half B (the other conversations)",
     )
+    parser.add_argument(
+        "--activations",
+        choices=("float", "int8"),
+        default="float",
+        help="the server's local MiniLM graph (PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS)",
+    )
+    parser.add_argument(
+        "--spin-us",
+        type=int,
+        default=0,
+        help="the server's PERSONA_EMBEDDINGS_LOCAL_SPIN_US (onnxruntime worker spin)",
+    )
     args = parser.parse_args(argv)
     exit_on_sigterm()
 
@@ -579,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         conversations=args.conversations,
         split=args.split,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
+        activations=args.activations,
+        spin_us=args.spin_us,
     )
     print(format_table(report))
     if args.out:

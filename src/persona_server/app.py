@@ -53,6 +53,9 @@ def build_embedder_from(settings: Settings) -> Embedder:
         base_url=settings.embeddings_base_url or None,
         model=settings.embeddings_model or None,
         api_key=settings.embeddings_api_key.get_secret_value() or None,
+        local_activations=settings.embeddings_local_activations,
+        local_spin_us=settings.embeddings_local_spin_us,
+        local_parallel_calls=settings.embeddings_local_parallel_calls,
     )
 
 

@@ -156,6 +156,26 @@ class Settings(BaseSettings):
     embeddings_base_url: str = Field("", description="OpenAI-compatible embeddings endpoint")
     embeddings_model: str = Field("", description="embeddings model; empty = local MiniLM")
     embeddings_api_key: SecretStr = Field(SecretStr(""), description="embeddings API key")
+    embeddings_local_activations: Literal["int8", "float"] = Field(
+        "float",
+        description="local MiniLM graph: float (the packaged graph) or int8 activations "
+        "(derived at load, cheaper per text, slightly other vectors); each has its own model "
+        "id, so a data dir keeps the one it was built with",
+    )
+    embeddings_local_spin_us: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="microseconds an idle onnxruntime worker spins for the next operator "
+        "before it sleeps (0 = no spinning)",
+    )
+    embeddings_local_parallel_calls: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="model calls of one embedding request run at once, one thread each "
+        "(1 = one call at a time on all intra-op threads)",
+    )
 
     # --- LLM (configured when llm_model is set) ---
     llm_base_url: str = Field("", description="OpenAI-compatible base URL (empty = OpenAI)")

