@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from argparse import ArgumentParser
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -238,3 +239,27 @@ def percentile(samples: Sequence[float], q: float) -> float:
     low = int(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def add_embedder_options(parser: ArgumentParser, *, parallel_calls: bool) -> None:
+    """The local embedder's settings as bench flags (`--activations`, `--spin-us`, and with
+    `parallel_calls` `--parallel-calls`), for benches that pass them to the server."""
+    parser.add_argument(
+        "--activations",
+        choices=("float", "int8"),
+        default="float",
+        help="the server's local MiniLM graph (PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS)",
+    )
+    parser.add_argument(
+        "--spin-us",
+        type=int,
+        default=0,
+        help="the server's PERSONA_EMBEDDINGS_LOCAL_SPIN_US (onnxruntime worker spin)",
+    )
+    if parallel_calls:
+        parser.add_argument(
+            "--parallel-calls",
+            type=int,
+            default=1,
+            help="the server's PERSONA_EMBEDDINGS_LOCAL_PARALLEL_CALLS",
+        )

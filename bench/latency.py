@@ -44,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _server import ServerProcess, exit_on_sigterm, percentile
+from _server import ServerProcess, add_embedder_options, exit_on_sigterm, percentile
 
 from persona import AsyncPersonaClient, Item
 
@@ -588,24 +588,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="a server setting for the run (repeatable), e.g. PERSONA_RECALL_RELATED_WORDS=false "
         "to measure without a channel; the caller's own PERSONA_* variables never reach it",
     )
-    parser.add_argument(
-        "--activations",
-        choices=("float", "int8"),
-        default="float",
-        help="the server's local MiniLM graph (PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS)",
-    )
-    parser.add_argument(
-        "--spin-us",
-        type=int,
-        default=0,
-        help="the server's PERSONA_EMBEDDINGS_LOCAL_SPIN_US (onnxruntime worker spin)",
-    )
-    parser.add_argument(
-        "--parallel-calls",
-        type=int,
-        default=1,
-        help="the server's PERSONA_EMBEDDINGS_LOCAL_PARALLEL_CALLS",
-    )
+    add_embedder_options(parser, parallel_calls=True)
     neo4j = parser.add_argument_group("neo4j store (--store neo4j)")
     neo4j.add_argument(
         "--neo4j-uri",

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from _baselines import bm25_rankings, dense_rankings, rrf
-from _server import ServerProcess, exit_on_sigterm, percentile
+from _server import ServerProcess, add_embedder_options, exit_on_sigterm, percentile
 
 from persona import AsyncPersonaClient, Item
 from persona.v1 import memory_pb2, memory_service_pb2
@@ -574,18 +574,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="STEMS",
         help="also report half A (these stems) and half B (the other conversations)",
     )
-    parser.add_argument(
-        "--activations",
-        choices=("float", "int8"),
-        default="float",
-        help="the server's local MiniLM graph (PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS)",
-    )
-    parser.add_argument(
-        "--spin-us",
-        type=int,
-        default=0,
-        help="the server's PERSONA_EMBEDDINGS_LOCAL_SPIN_US (onnxruntime worker spin)",
-    )
+    add_embedder_options(parser, parallel_calls=False)
     args = parser.parse_args(argv)
     exit_on_sigterm()
 
