@@ -242,8 +242,9 @@ def percentile(samples: Sequence[float], q: float) -> float:
 
 
 def add_embedder_options(parser: ArgumentParser, *, parallel_calls: bool) -> None:
-    """The local embedder's settings as bench flags (`--activations`, `--spin-us`, and with
-    `parallel_calls` `--parallel-calls`), for benches that pass them to the server."""
+    """The local embedder's settings as bench flags (`--activations`, `--spin-us`,
+    `--unfused`, and with `parallel_calls` `--parallel-calls`), for benches that pass them to
+    the server."""
     parser.add_argument(
         "--activations",
         choices=("float", "int8"),
@@ -255,6 +256,11 @@ def add_embedder_options(parser: ArgumentParser, *, parallel_calls: bool) -> Non
         type=int,
         default=0,
         help="the server's PERSONA_EMBEDDINGS_LOCAL_SPIN_US (onnxruntime worker spin)",
+    )
+    parser.add_argument(
+        "--unfused",
+        action="store_true",
+        help="run the packaged float graph as shipped (PERSONA_EMBEDDINGS_LOCAL_FUSED=false)",
     )
     if parallel_calls:
         parser.add_argument(

@@ -8,7 +8,8 @@ with --locomo the dev conversations' turns) in calls of 100, as one Ingest batch
 variant per round, the variants alternated so that the machine's load hits them alike. A
 variant is a list of settings (`parse_variant`: `b16` 16 texts a call, `t512` 512 padded word
 pieces a call, `x1` one thread, `s100` workers spin 100 us, `p2` two calls at once of one
-thread each, `q` the int8-activation graph; e.g. `b64t512x1`, `b32qs100`, `b32qp2`).
+thread each, `q` the int8-activation graph, `u` the packaged float graph unfused; e.g.
+`b64t512x1`, `b32qs100`, `b32qp2`, `b32u`).
 Prints texts/s (median over rounds, wall and process CPU time) and the largest difference of
 each variant's vectors from the first's.
 Timing figures: run under `flock /tmp/persona-bench.lock` (BENCHMARKS.md).
@@ -68,9 +69,12 @@ def locomo(data_dir: Path, n: int) -> list[str]:
 
 def parse_variant(raw: str) -> dict[str, Any]:
     """`b64` (texts per call), `t512` (padded word pieces per call), `x1` (threads), `s100`
-    (spin microseconds), `p2` (calls at once), `q` (int8 activations), combined: `b64t512x1`,
-    `b32qs100`, `b32qp2`."""
-    kwargs: dict[str, Any] = {"activations": "int8" if "q" in raw else "float"}
+    (spin microseconds), `p2` (calls at once), `q` (int8 activations), `u` (the float graph
+    as shipped, not fused), combined: `b64t512x1`, `b32qs100`, `b32qp2`, `b32u`."""
+    kwargs: dict[str, Any] = {
+        "activations": "int8" if "q" in raw else "float",
+        "fused": "u" not in raw,
+    }
     keys = {
         "b": "batch_size",
         "t": "max_batch_tokens",

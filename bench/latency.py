@@ -519,11 +519,14 @@ def run(
         parallel = str(getattr(args, "parallel_calls", 1))
         about["embeddings_local_spin_us"] = spin_us
         about["embeddings_local_parallel_calls"] = parallel
+        fused = "false" if getattr(args, "unfused", False) else "true"
+        about["embeddings_local_fused"] = fused
         env = {
             **setup.env,
             "PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS": activations,
             "PERSONA_EMBEDDINGS_LOCAL_SPIN_US": spin_us,
             "PERSONA_EMBEDDINGS_LOCAL_PARALLEL_CALLS": parallel,
+            "PERSONA_EMBEDDINGS_LOCAL_FUSED": fused,
             **(server_env or {}),  # --server-setting wins over the flags above
         }
         with ServerProcess(store=setup.name, extra_env=env) as server:

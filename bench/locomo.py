@@ -442,6 +442,7 @@ def run(
     log: Callable[[str], None] | None = None,
     activations: str = "float",
     spin_us: int = 0,
+    fused: bool = True,
 ) -> dict[str, Any]:
     """Run the benchmark end to end and return the JSON-ready report."""
     say = log or (lambda _msg: None)
@@ -455,6 +456,7 @@ def run(
     env = {
         "PERSONA_EMBEDDINGS_LOCAL_ACTIVATIONS": activations,
         "PERSONA_EMBEDDINGS_LOCAL_SPIN_US": str(spin_us),
+        "PERSONA_EMBEDDINGS_LOCAL_FUSED": "true" if fused else "false",
     }
     with ServerProcess(extra_env=env) as server:
         say(f"server up on {server.target} (pid {server.pid})")
@@ -482,6 +484,7 @@ def run(
             "states_before_recall": persona.recall_states,
         },
         "server_peak_rss_mb": memory_kb.get("VmHWM", 0) / 1024,
+        "embedder": {"activations": activations, "spin_us": spin_us, "fused": fused},
         "result_types": dict(
             Counter(r["type"] for row in persona.scores.rows for r in row["results"])
         ),
@@ -588,6 +591,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
         activations=args.activations,
         spin_us=args.spin_us,
+        fused=not args.unfused,
     )
     print(format_table(report))
     if args.out:

@@ -56,6 +56,7 @@ def build_embedder_from(settings: Settings) -> Embedder:
         local_activations=settings.embeddings_local_activations,
         local_spin_us=settings.embeddings_local_spin_us,
         local_parallel_calls=settings.embeddings_local_parallel_calls,
+        local_fused=settings.embeddings_local_fused,
     )
 
 

@@ -162,6 +162,12 @@ class Settings(BaseSettings):
         "(derived at load, cheaper per text, slightly other vectors); each has its own model "
         "id, so a data dir keeps the one it was built with",
     )
+    embeddings_local_fused: bool = Field(
+        True,
+        description="run the float graph with its attention and GELU fused into "
+        "onnxruntime's kernels (the same vectors to float rounding; false = the packaged "
+        "graph as shipped)",
+    )
     embeddings_local_spin_us: int = Field(
         0,
         ge=0,

@@ -16,6 +16,7 @@ def build_embedder(
     local_activations: Activations = "float",
     local_spin_us: int = 0,
     local_parallel_calls: int = 1,
+    local_fused: bool = True,
 ) -> Embedder:
     """The local model unless `model` names a remote one.
 
@@ -32,4 +33,5 @@ def build_embedder(
         activations=local_activations,
         spin_us=local_spin_us,
         parallel_calls=local_parallel_calls,
+        fused=local_fused,
     )
