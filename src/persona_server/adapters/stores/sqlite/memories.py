@@ -7,32 +7,21 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from persona_server.adapters.stores.batch_plan import prepared_derived
 from persona_server.adapters.stores.paging import decode_cursor, encode_cursor
 from persona_server.adapters.stores.sqlite.cascade import delete_rows, detach_episode
 from persona_server.adapters.stores.sqlite.changes import ChangeLog
 from persona_server.adapters.stores.sqlite.codec import (
-    BY_ID,
-    INSERT_MEMORY,
-    UPDATE_MEMORY,
     chunks,
     load_memories,
-    memory_params,
-    vector_blob,
 )
 from persona_server.adapters.stores.sqlite.connection import read_transaction, write_transaction
 from persona_server.adapters.stores.sqlite.context import StoreContext
-from persona_server.adapters.stores.sqlite.episodes import (
-    UPSERT_VECTOR,
-    set_extraction_status,
-)
+from persona_server.adapters.stores.sqlite.derived import DerivedBatch
 from persona_server.adapters.stores.sqlite.filters import filter_sql
 from persona_server.adapters.stores.sqlite.users import cache_key, find_user_key
-from persona_server.adapters.stores.values import entity_names, to_us
-from persona_server.adapters.stores.vector_matrix import Change, VectorRow
+from persona_server.adapters.stores.values import to_us
+from persona_server.adapters.stores.vector_matrix import Change
 from persona_server.domain.models import (
     ChangeKind,
     Entity,
@@ -172,162 +161,19 @@ class SqliteMemoryOps:
         def run(conn: sqlite3.Connection) -> None:
             # One transaction for the whole batch: one fsync instead of one per episode.
             with write_transaction(conn):
-                changes = [self._write_derived(conn, user, *p) for p in prepared]
-            for change in changes:
-                if change is not None:
-                    self._ctx.cache.apply(cache_key(user), change)
+                key = find_user_key(conn, user)
+                if key is None:
+                    return
+                changes = ChangeLog(conn, key, datetime.now(UTC), self._ctx.change_log_max_entries)
+                batch = DerivedBatch(conn, key, changes)
+                batch.prefetch_episodes((write, memories) for write, memories, _ in prepared)
+                for write, memories, vecs in prepared:
+                    batch.write(write, memories, vecs)
+                changes.flush()
+            if batch.upserts:
+                self._ctx.cache.apply(cache_key(user), Change(upserts=batch.upserts))
 
         await self._ctx.db.write(run)
-
-    def _write_derived(
-        self,
-        conn: sqlite3.Connection,
-        user: UserRef,
-        write: DerivedWrite,
-        memories: list[Memory],
-        vecs: dict[str, npt.NDArray[np.float32]],
-    ) -> Change | None:
-        key = find_user_key(conn, user)
-        if key is None:
-            return None
-        episode = conn.execute(
-            "SELECT rowid FROM memories WHERE user_key = ? AND id = ? AND type = 'episode'",
-            (key, write.episode_id),
-        ).fetchone()
-        if episode is None:
-            # The episode was deleted while it was being extracted: what it yielded has no
-            # provenance to hang on, so it is dropped rather than resurrected.
-            return None
-        episode_rowid: int = episode[0]
-        changes = ChangeLog(conn, key, datetime.now(UTC), self._ctx.change_log_max_entries)
-
-        existing: dict[str, tuple[int, str]] = {}
-        for chunk in chunks([m.id for m in memories]):
-            marks = ",".join("?" * len(chunk))
-            for mid, rowid, mtype in conn.execute(
-                f"SELECT id, rowid, type FROM memories {BY_ID} "
-                f"WHERE user_key = ? AND id IN ({marks})",
-                [key, *chunk],
-            ):
-                existing[mid] = (rowid, mtype)
-        for m in memories:
-            found = existing.get(m.id)
-            if found is not None and found[1] != m.type.value:
-                raise ValueError(f"memory {m.id} is a {found[1]}, cannot overwrite it as {m.type}")
-
-        params = [memory_params(key, m) for m in memories]
-        inserts = [p for p in params if p["id"] not in existing]
-        updates = [p for p in params if p["id"] in existing]
-        if inserts:
-            conn.executemany(INSERT_MEMORY, inserts)
-        if updates:
-            conn.executemany(UPDATE_MEMORY, updates)
-        rowids = {mid: rowid for mid, (rowid, _) in existing.items()}
-        for chunk in chunks([p["id"] for p in inserts]):
-            marks = ",".join("?" * len(chunk))
-            rowids.update(
-                conn.execute(
-                    f"SELECT id, rowid FROM memories WHERE user_key = ? AND id IN ({marks})",
-                    [key, *chunk],
-                ).fetchall()
-            )
-
-        entities = [m for m in memories if isinstance(m, Entity)]
-        for entity in entities:
-            conn.execute("DELETE FROM entity_names WHERE entity_rowid = ?", (rowids[entity.id],))
-        conn.executemany(
-            "INSERT INTO entity_names (user_key, name, entity_rowid) VALUES (?, ?, ?)",
-            [(key, name, rowids[e.id]) for e in entities for name in sorted(entity_names(e))],
-        )
-
-        if vecs:
-            conn.executemany(
-                UPSERT_VECTOR,
-                [(rowids[m.id], vector_blob(vecs[m.id])) for m in memories if m.id in vecs],
-            )
-
-        # Provenance only grows here: the writing episode plus any the caller carried over
-        # from merged memories. Ids that are not episodes of this user are ignored.
-        claimed = {eid for m in memories for eid in m.episode_ids} - {write.episode_id}
-        episode_rowids = {write.episode_id: episode_rowid}
-        episode_rowids.update(self._episode_rowids(conn, key, sorted(claimed)))
-        conn.executemany(
-            "INSERT OR IGNORE INTO provenance (memory_rowid, episode_rowid) VALUES (?, ?)",
-            [
-                (rowids[m.id], episode_rowids[eid])
-                for m in memories
-                for eid in dict.fromkeys([write.episode_id, *m.episode_ids])
-                if eid in episode_rowids
-            ],
-        )
-
-        mention_rowids = self._entity_rowids(conn, key, list(dict.fromkeys(write.mentions)))
-        conn.executemany(
-            "INSERT OR IGNORE INTO mentions (episode_rowid, entity_rowid) VALUES (?, ?)",
-            [(episode_rowid, r) for r in mention_rowids],
-        )
-
-        upserts: list[VectorRow] = []
-        for p in params:
-            kind = ChangeKind.UPDATED if p["id"] in existing else ChangeKind.ADDED
-            changes.add(kind, p["id"], p["type"])
-            upserts.append(VectorRow.from_fields(p, vecs.get(p["id"])))
-
-        for fact_id, at in write.invalidate:
-            cur = conn.execute(
-                "UPDATE memories SET invalid_at = ? "
-                "WHERE user_key = ? AND id = ? AND invalid_at IS NULL",
-                (to_us(at), key, fact_id),
-            )
-            if cur.rowcount:
-                row = conn.execute(
-                    "SELECT id, type, recorded_at, occurred_at, valid_from, invalid_at, metadata "
-                    "FROM memories WHERE user_key = ? AND id = ?",
-                    (key, fact_id),
-                ).fetchone()
-                changes.add(ChangeKind.INVALIDATED, fact_id, row[1])
-                upserts.append(
-                    VectorRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], vector=None)
-                )
-
-        if write.extraction is not None:
-            set_extraction_status(conn, key, write.episode_id, write.extraction)
-        if write.summary:
-            conn.execute(
-                "UPDATE memories SET payload = json_set(payload, '$.summary', ?) WHERE rowid = ?",
-                (write.summary, episode_rowid),
-            )
-        changes.flush()
-        return Change(upserts=upserts)
-
-    @staticmethod
-    def _episode_rowids(conn: sqlite3.Connection, key: int, ids: Sequence[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for chunk in chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            out.update(
-                conn.execute(
-                    f"SELECT id, rowid FROM memories {BY_ID} WHERE user_key = ? "
-                    f"AND type = 'episode' AND id IN ({marks})",
-                    [key, *chunk],
-                ).fetchall()
-            )
-        return out
-
-    @staticmethod
-    def _entity_rowids(conn: sqlite3.Connection, key: int, ids: Sequence[str]) -> list[int]:
-        out: list[int] = []
-        for chunk in chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            out.extend(
-                r[0]
-                for r in conn.execute(
-                    f"SELECT rowid FROM memories {BY_ID} WHERE user_key = ? "
-                    f"AND type = 'entity' AND id IN ({marks})",
-                    [key, *chunk],
-                )
-            )
-        return out
 
     async def ranked(self, user: UserRef, reads: Sequence[RankedRead]) -> list[list[Memory]]:
         statements = [ranked_sql(r) for r in reads]
