@@ -143,3 +143,37 @@ async def test_carried_provenance_links_only_existing_episodes(
     got = (await store.memories.get_many(user, [carried.id]))[carried.id]
     assert got.episode_ids == [e1.id, e2.id]
     assert got.source_ids == ["a", "b"]
+
+
+async def test_a_memory_carried_again_unchanged_is_logged_and_linked_as_in_turn(
+    store: GraphStore, user: UserRef
+) -> None:
+    """A hub memory carried, unchanged, by several writes of one call (what a batch of
+    episodes about the same person gives): each write logs it and links its episode, and an
+    entity created mid-call can be mentioned by the writes after it."""
+    eps = [episode(f"h{i}", f"hub {i}", hours(i)) for i in range(5)]
+    await put(store, user, eps)
+    start = await store.changes.latest_seq(user)
+    bo = entity("Bo", kind="person", episode_ids=[eps[1].id])
+    vector = by_id([bo], units(1))
+    await store.memories.write_derived(
+        user,
+        DerivedWrite(eps[0].id, [], mentions=[bo.id]),  # not there yet: no link
+        DerivedWrite(eps[1].id, [bo], vector),
+        DerivedWrite(eps[2].id, [], mentions=[bo.id]),  # created by the write before
+        DerivedWrite(eps[3].id, [bo], vector),
+        DerivedWrite(eps[4].id, [bo], vector, mentions=[bo.id]),
+    )
+    logged = [(c.kind, c.memory_id) for c in await store.changes.since(user, start, 100)]
+    assert logged == [
+        (ChangeKind.ADDED, bo.id),
+        (ChangeKind.UPDATED, bo.id),
+        (ChangeKind.UPDATED, bo.id),
+    ]
+    got = (await store.memories.get_many(user, [bo.id]))[bo.id]
+    assert got.episode_ids == [eps[1].id, eps[3].id, eps[4].id]
+    out = await store.search.expand(user, [e.id for e in eps], 10)
+    assert bo.id not in out.get(eps[0].id, [])
+    assert all(bo.id in out[e.id] for e in eps[1:])
+    hits = await store.search.vector(user, vector[bo.id], 5, MemoryFilter())
+    assert next(h for h in hits if h.memory_id == bo.id).score > 0.99

@@ -6,9 +6,9 @@ write carries it with its provenance (up to PROVENANCE_LIMIT episode ids). Measu
 `bench/latency.py`'s stream, a batch of 100 episodes carried 145 memory rows for 27 memories
 and 4,026 provenance links for 468. Writing each one as it came made the derived writes a tenth
 of ingest's wall time; `DerivedBatch` keeps what the transaction has already written and
-looked up, and skips what would write the same row again. The rows it leaves are the ones the
-writes, applied one by one, would have left, and the change log names each memory that
-changed, once per change.
+looked up, and skips what would write the same row again. The rows, links and change-log
+entries it leaves are the ones the writes, applied one by one, would have left (the port's
+semantics, tests/store/test_derived_batches.py).
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ class DerivedBatch:
                 raise ValueError(f"memory {m.id} is a {known}, cannot overwrite it as {m.type}")
 
         params = [memory_params(self._key, m) for m in memories]
-        # A row this transaction already wrote with the same values is not written again (nor
-        # logged again): the writes of one batch carry the same hub memories over and over.
+        # A row this transaction already wrote with the same values is not written again: the
+        # writes of one batch carry the same hub memories over and over.
         changed = [p for p in params if self._written.get(p["id"]) != p]
         inserts = [p for p in changed if p["id"] not in self._rowids]
         updates = [p for p in changed if p["id"] in self._rowids]
@@ -147,10 +147,13 @@ class DerivedBatch:
         self._mentions |= mentioned
 
         vectors_now = dict(new_vectors)
-        for p in changed:
+        for p in params:
+            # Logged for every write that carries the memory, as the port says (ADDED the
+            # first time, UPDATED after), even when the row was not written again.
             kind = ChangeKind.ADDED if p["id"] in inserted_ids else ChangeKind.UPDATED
             self._changes.add(kind, str(p["id"]), str(p["type"]))
-            self.upserts.append(VectorRow.from_fields(p, vectors_now.get(str(p["id"]))))
+            if p["id"] in changed_ids:
+                self.upserts.append(VectorRow.from_fields(p, vectors_now.get(str(p["id"]))))
         for mid, vector in new_vectors:
             if mid not in changed_ids:
                 # A row skipped as already written, with a new vector: the cache takes it.
