@@ -1,12 +1,16 @@
 """Where batch Ingest spends its time, in process: embedding against everything else.
 
-    python bench/ingest_profile.py [--items 2000] [--locomo ../shared/locomo/dev] [--out F.json]
-        [--batch-size 32] [--max-batch-tokens 512] [--activations float|int8]
+    python bench/ingest_profile.py [--items 2000] [--fill 0] [--locomo ../shared/locomo/dev]
+        [--out F.json] [--batch-size 32] [--max-batch-tokens 512] [--activations float|int8]
+        [--unfused]
 
 Starts the offline app in process on a fresh temporary data directory (no gRPC) and ingests
 `bench/latency.py`'s synthetic lines (or, with --locomo, the dev conversations' turns) in
-batches of 100, as `bench/latency.py` does. The embedder is wrapped to count its calls, texts,
-word pieces and wall time, so the print-out splits ingest into the embedding and the rest.
+batches of 100, as `bench/latency.py` does (after `--fill` uncounted items into the same user,
+to profile a grown store). The embedder is wrapped to count its calls, texts, word pieces and
+wall time, and the store's episode and derived writes, the extraction and the extractor to time
+them, so the print-out splits ingest into its phases (`phases_s`; extraction includes the
+derived write and the extractor, and its own embedding of new derived memories).
 Timing figures: run under `flock /tmp/persona-bench.lock` (BENCHMARKS.md).
 """
 
@@ -38,6 +42,26 @@ from persona_server.domain.models import SourceType, UserRef
 from persona_server.services.commands import IngestCommand, NewItem
 
 BATCH = 100
+
+
+class PhaseTimes:
+    """Wall seconds spent in wrapped async methods, by phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner: object, method: str, phase: str) -> None:
+        inner = getattr(owner, method)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await inner(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - started
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + elapsed
+
+        setattr(owner, method, timed)
 
 
 class CountingEmbedder:
@@ -117,6 +141,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             batch_size=args.batch_size,
             max_batch_tokens=args.max_batch_tokens,
             activations=args.activations,
+            fused=not args.unfused,
         )
     )
     await embedder.start()
@@ -132,13 +157,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for i in range(0, len(warm), BATCH):
                 cmd = IngestCommand(user=warm_user, items=warm[i : i + BATCH])
                 await app.services.ingest.ingest(cmd)
-            embedder.calls = embedder.texts = 0
-            embedder.seconds = 0.0
-            embedder.call_sizes = []
             if args.locomo:
                 users = locomo_items(args.locomo, args.items)
             else:
-                users = [("bench-user", synthetic_items(args.items))]
+                stream = synthetic_items(args.fill + args.items)
+                fill, counted = stream[: args.fill], stream[args.fill :]
+                user = UserRef(tenant="default", user_id="bench-user")
+                for i in range(0, len(fill), BATCH):
+                    await app.services.ingest.ingest(
+                        IngestCommand(user=user, items=fill[i : i + BATCH])
+                    )
+                users = [("bench-user", counted)]
+            embedder.calls = embedder.texts = 0
+            embedder.seconds = 0.0
+            embedder.call_sizes = []
+            phases = PhaseTimes()
+            phases.wrap(app.store.episodes, "put_batch", "episode_write")
+            phases.wrap(app.store.memories, "write_derived", "derived_write")
+            # The service's private parts: a bench may look inside, the app does not expose them.
+            extraction = app.services.ingest._extraction
+            if extraction is not None:
+                phases.wrap(extraction, "submit", "extraction")
+                pipeline = getattr(extraction, "_pipeline", None)
+                if pipeline is not None:
+                    phases.wrap(pipeline._extractor, "extract", "extractor")
             started = time.perf_counter()
             count = 0
             for user_id, items in users:
@@ -167,16 +209,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "embed_texts": embedder.texts,
         "embed_texts_per_item": round(embedder.texts / count, 3),
         "call_size_mean": round(sum(sizes) / len(sizes), 1) if sizes else 0,
+        "fill": 0 if args.locomo else args.fill,
+        "phases_s": {k: round(v, 3) for k, v in phases.seconds.items()},
+        "phase_shares": {k: round(v / total, 3) for k, v in phases.seconds.items()},
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--fill", type=int, default=0, help="uncounted items ingested first")
     parser.add_argument("--locomo", type=Path, help="ingest these LoCoMo conversations instead")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS)
     parser.add_argument("--activations", choices=("float", "int8"), default="float")
+    parser.add_argument("--unfused", action="store_true", help="the float graph as shipped")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     report = asyncio.run(run(args))

@@ -36,6 +36,7 @@ from locomo import (
 )
 
 from persona_server.app import App, start
+from persona_server.blas import configure_blas
 from persona_server.config import Settings
 from persona_server.domain.models import ChatRole, MemoryType, SourceType, UserRef
 from persona_server.extraction.offline.query_time import query_time_spans
@@ -155,6 +156,9 @@ async def main_async(args: argparse.Namespace) -> None:
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, listen="127.0.0.1:0", data_dir=args.cache / "data", llm_model=""
     )
+    # As the server does (`serve`): BLAS on one thread, so that in-process latency is the
+    # server's and not OpenBLAS's threads against onnxruntime's.
+    configure_blas(settings.blas_threads)
     app = await start(settings)
     try:
         if fresh:
