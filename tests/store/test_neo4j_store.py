@@ -23,8 +23,11 @@ import pytest
 from neo4j import Driver, GraphDatabase
 
 from persona_server.adapters.stores.neo4j import Neo4jGraphStore
+from persona_server.adapters.stores.neo4j import chain as chain_module
+from persona_server.adapters.stores.neo4j import episodes as episodes_module
 from persona_server.adapters.stores.neo4j import search as search_module
 from persona_server.adapters.stores.neo4j.schema import SCHEMA_VERSION, TEXT_INDEX, VECTOR_INDEX
+from persona_server.adapters.stores.values import to_us
 from persona_server.domain.models import UserRef
 from persona_server.ports.graph_store import PROVENANCE_LIMIT, DerivedWrite, MemoryFilter
 from tests.neo4j_plugin import Neo4jTarget
@@ -197,6 +200,44 @@ async def test_next_relationships_follow_event_time(
 
 
 # --- tenancy in the data itself ---------------------------------------------------------------
+
+
+def db_hits(plan: Any) -> int:
+    return int(plan.get("dbHits", 0)) + sum(db_hits(c) for c in plan.get("children", []))
+
+
+async def test_chain_seeks_read_the_chain_index_not_every_episode(
+    neo: Neo4jGraphStore, cypher: Driver, target: Neo4jTarget
+) -> None:
+    # The (tenant, user_id, seq) index matches these statements' predicates too; chosen by the
+    # planner (it was, for a user of some thousands of episodes), it made each Ingest read and
+    # sort every episode of the user to find the tail. The episodes are made in Cypher: only
+    # the index entries matter here, and 8,000 through `put` would take a minute.
+    user = new_user("chain-seek")
+    params = {"tenant": user.tenant, "user_id": user.user_id}
+    # Planned first for an empty user, as a new user's first Ingest does.
+    first = episode("first", "first line", T0)
+    await put(neo, user, [first])
+    q(
+        cypher,
+        target,
+        "UNWIND range(1, $n) AS i CREATE (:Memory:Episode {tenant: $tenant, "
+        "user_id: $user_id, id: 'ep_' + toString(i), chain_at: $after + i, seq: 1000 + i})",
+        n=8000,
+        after=to_us(T0),
+        **params,
+    )
+    with cypher.session(database=target.database) as session:
+        session.run("CALL db.awaitIndexes()").consume()
+        tail = session.run("PROFILE " + chain_module._TAIL, params)
+        assert [r["id"] for r in tail] == ["ep_8000"]
+        assert db_hits(tail.consume().profile) < 50
+        chain = session.run("PROFILE " + episodes_module._CHAIN, params)
+        assert [r["id"] for r in chain][:3] == [first.id, "ep_1", "ep_2"]
+        # In index order: nothing read is sorted again.
+        assert "Sort" not in str(chain.consume().profile) and "Top" not in str(
+            chain.consume().profile
+        )
 
 
 async def test_every_node_is_owned_and_no_edge_crosses_users(

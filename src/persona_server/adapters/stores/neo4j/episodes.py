@@ -108,6 +108,7 @@ RETURN x.id AS id, n.id AS next, p.id AS prev
 # bookkeeping a variable-length walk of a long chain would cost.
 _CHAIN = """
 MATCH (e:Episode)
+USING INDEX e:Episode(tenant, user_id, chain_at, seq)
 WHERE e.tenant = $tenant AND e.user_id = $user_id AND e.chain_at IS NOT NULL
   AND e.seq IS NOT NULL
 RETURN e.id AS id

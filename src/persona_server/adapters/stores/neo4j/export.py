@@ -53,11 +53,13 @@ RETURN """
 _NEXT = """
 CALL () {
     MATCH (a:Episode)
+    USING INDEX a:Episode(tenant, user_id, chain_at, seq)
     WHERE a.tenant = $tenant AND a.user_id = $user_id
       AND a.chain_at = $after_at AND a.seq > $after_seq
     RETURN a ORDER BY a.tenant, a.user_id, a.chain_at, a.seq LIMIT $limit
   UNION ALL
     MATCH (a:Episode)
+    USING INDEX a:Episode(tenant, user_id, chain_at, seq)
     WHERE a.tenant = $tenant AND a.user_id = $user_id
       AND a.chain_at > $after_at AND a.seq IS NOT NULL
     RETURN a ORDER BY a.tenant, a.user_id, a.chain_at, a.seq LIMIT $limit
