@@ -20,13 +20,14 @@ own. On 2 cores it embeds 17-21% more texts per second (bench/embedder_speed.py)
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 from onnx import numpy_helper as nh
+
+from persona_server.adapters.embedders.onnx_graph import GraphIndex
 
 _HEADS = 12
 _HIDDEN = 384
@@ -46,12 +47,8 @@ def derive(model_bytes: bytes) -> bytes:
     """The fused graph of the packaged model, serialised (deterministic)."""
     model = onnx.load_from_string(model_bytes)
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    index = GraphIndex.of(graph)
+    inits, producer, consumers = index.inits, index.producer, index.consumers
 
     def only_consumer(name: str, op_type: str) -> onnx.NodeProto:
         users = consumers[name]

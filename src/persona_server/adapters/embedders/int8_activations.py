@@ -32,6 +32,8 @@ import onnx
 from onnx import TensorProto, helper
 from onnx import numpy_helper as nh
 
+from persona_server.adapters.embedders.onnx_graph import GraphIndex
+
 # Bump when the derived graph (and so its vectors) changes: it is part of the model id.
 DERIVATION = "rowq8-v1"
 
@@ -99,12 +101,8 @@ def derive(model_bytes: bytes) -> bytes:
     """The row-quantised graph of the packaged model, serialised (deterministic)."""
     model = onnx.load_from_string(model_bytes)
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    index = GraphIndex.of(graph)
+    inits, producer, consumers = index.inits, index.producer, index.consumers
 
     def linear_role(node: onnx.NodeProto) -> tuple[int, str] | None:
         """(layer, role) of a linear layer's MatMul, None for any other node."""

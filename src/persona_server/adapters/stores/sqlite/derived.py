@@ -198,31 +198,27 @@ class DerivedBatch:
                 self._types[mid] = mtype
 
     def _episode_rowids(self, ids: Sequence[str]) -> dict[str, int | None]:
-        missing = [i for i in ids if i not in self._episodes]
-        for chunk in chunks(missing):
-            marks = ",".join("?" * len(chunk))
-            found = dict(
-                self._conn.execute(
-                    f"SELECT id, rowid FROM memories {BY_ID} WHERE user_key = ? "
-                    f"AND type = 'episode' AND id IN ({marks})",
-                    [self._key, *chunk],
-                ).fetchall()
-            )
-            for i in chunk:
-                self._episodes[i] = found.get(i)
+        self._memo_rowids(ids, self._episodes, "episode")
         return {i: self._episodes[i] for i in ids}
 
     def _entity_rowids(self, ids: Sequence[str]) -> list[int]:
-        missing = [i for i in ids if i not in self._entities]
+        self._memo_rowids(ids, self._entities, "entity")
+        return [r for i in ids if (r := self._entities[i]) is not None]
+
+    def _memo_rowids(
+        self, ids: Sequence[str], memo: dict[str, int | None], memory_type: str
+    ) -> None:
+        """Look up the ids `memo` does not know yet, as memories of `memory_type` of this user
+        (None: no such memory)."""
+        missing = [i for i in dict.fromkeys(ids) if i not in memo]
         for chunk in chunks(missing):
             marks = ",".join("?" * len(chunk))
             found = dict(
                 self._conn.execute(
                     f"SELECT id, rowid FROM memories {BY_ID} WHERE user_key = ? "
-                    f"AND type = 'entity' AND id IN ({marks})",
-                    [self._key, *chunk],
+                    f"AND type = ? AND id IN ({marks})",
+                    [self._key, memory_type, *chunk],
                 ).fetchall()
             )
             for i in chunk:
-                self._entities[i] = found.get(i)
-        return [r for i in ids if (r := self._entities[i]) is not None]
+                memo[i] = found.get(i)
