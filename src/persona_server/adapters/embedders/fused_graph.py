@@ -3,8 +3,8 @@
 The packaged model is a torch export: each layer's self-attention is some thirty small nodes
 (three products, Reshape, Transpose, two scalings, a mask `Where`, Softmax, a NaN guard), and
 each GELU is five elementwise nodes after a bias `Add`. onnxruntime's own graph optimiser does
-not recognise either pattern in this export, so on the 2-core machine the Transposes, Adds and
-Softmax cost about a third as much as the float products (bench/embedder_speed.py, profile).
+not recognise either pattern in this export: on the 2-core machine the small nodes took 42% of
+the kernel time on Ingest's texts, the float products 58% (an onnxruntime profile, BENCHMARKS.md).
 
 `derive` rewrites the graph so that each layer's attention is one `com.microsoft.Attention`
 node (the Q, K and V weights packed into one product, the mask as the raw attention mask) and
@@ -12,9 +12,9 @@ each GELU one `com.microsoft.BiasGelu`. It is the same function: the packed weig
 packaged int8 weights and column scales, dequantised by the same Cast and Mul; the mask hides
 the same keys; GELU is the exact erf form. Only the order of float operations changes, so the
 vectors agree with the packaged graph's to float rounding (2e-7 at most on 2,000 LoCoMo turns;
-tested under 1e-5, the size of the difference between two CPUs' kernels), and the embedder
-keeps the packaged model id: a store built with either graph reads the other's vectors as its
-own. On 2 cores it embeds 17-21% more texts per second (bench/embedder_speed.py).
+tested under 1e-5), and the embedder keeps the packaged model id: a store built with either
+graph reads the other's vectors as its own. On 2 cores it embeds 16-19% more texts per second
+(bench/embed_batching.py, `u`).
 """
 
 from __future__ import annotations

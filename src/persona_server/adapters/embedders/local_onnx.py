@@ -13,8 +13,9 @@ other.
 
 By default the float path does not run the packaged graph as shipped either: `fused_graph`
 rewrites its attention and GELU into onnxruntime's fused kernels at load (the same function;
-vectors equal to the packaged graph's to 2e-7, so the model id stays `MODEL_ID`), 15-25% fewer
-CPU seconds per text. `fused=False` (PERSONA_EMBEDDINGS_LOCAL_FUSED=false) runs it as shipped.
+vectors equal to the packaged graph's to 2e-7, so the model id stays `MODEL_ID`): 16-19% more
+texts per second on 2 cores, a tenth less CPU per text (bench/embed_batching.py, variant `u`).
+`fused=False` (PERSONA_EMBEDDINGS_LOCAL_FUSED=false) runs it as shipped.
 """
 
 from __future__ import annotations
