@@ -338,7 +338,16 @@ async def _serve_until_signal(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("persona ready", extra={"listen": settings.listen, "store": settings.store})
+    log.info(
+        "persona ready",
+        extra={
+            "listen": settings.listen,
+            "store": settings.store,
+            "embedding_model": app.embedder.model_id,
+            # Which local graph runs (fused, packaged after a fallback, int8); absent remotely.
+            "embedding_graph": getattr(app.embedder, "graph", ""),
+        },
+    )
     await stop.wait()
     log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
     await app.stop()

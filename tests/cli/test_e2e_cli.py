@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import persona
+from persona_server.adapters.embedders.local_onnx import MODEL_ID
 from persona_server.cli.main import main
 
 KEY = "e2e-key"  # tests/sdk/real_server.py's API key
@@ -283,3 +284,17 @@ def test_persona_serve_runs_until_sigterm(tmp_path: Path) -> None:
             process.kill()
     assert process.returncode == 0, err
     assert "Traceback" not in err
+    # The default server runs the local model's fused graph, under the packaged model id.
+    ready = [entry for entry in map(_json_or_none, err.splitlines()) if entry is not None]
+    ready = [entry for entry in ready if entry.get("message") == "persona ready"]
+    assert len(ready) == 1, err
+    assert ready[0]["embedding_graph"] == "fused"
+    assert ready[0]["embedding_model"] == MODEL_ID
+
+
+def _json_or_none(line: str) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
