@@ -26,7 +26,8 @@ from persona_server.services.notifier import ChangeNotifier
 from persona_server.services.recall import RecallService, RecallTuning
 from persona_server.services.related_words import RelatedWords
 from persona_server.services.results import ScoredMemory
-from persona_server.services.unnamed_query import VectorCache, without_names
+from persona_server.services.text_vectors import TextVectorCache as VectorCache
+from persona_server.services.unnamed_query import without_names
 
 USER = UserRef(tenant="t", user_id="u")
 T0 = datetime(2024, 3, 1, 9, tzinfo=UTC)

@@ -38,7 +38,8 @@ from persona_server.services.ingest import utcnow
 from persona_server.services.passages import in_chain_order, passages, same_sitting
 from persona_server.services.related_words import RelatedWords
 from persona_server.services.results import ChannelHit, RecallOutcome, ScoredMemory
-from persona_server.services.unnamed_query import VectorCache, without_names
+from persona_server.services.text_vectors import TextVectorCache
+from persona_server.services.unnamed_query import without_names
 
 # (query, now) -> the [start, end) spans of event time the query names, in UTC.
 TimeSpanFinder = Callable[[str, datetime], list[tuple[datetime, datetime]]]
@@ -144,7 +145,7 @@ class RecallService:
         self._tuning = tuning or RecallTuning()
         self._time_spans = time_spans
         self._clock = clock
-        self._unnamed_vectors = VectorCache()
+        self._unnamed_vectors = TextVectorCache()
 
     async def recall(self, q: RecallQuery) -> RecallOutcome:
         t = self._tuning

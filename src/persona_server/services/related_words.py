@@ -44,6 +44,7 @@ from persona_server.domain.words import content_word_counts, content_words
 from persona_server.ports.embedder import Embedder
 from persona_server.ports.graph_store import GraphStore
 from persona_server.services.notifier import ChangeNotifier
+from persona_server.services.text_vectors import TextVectorCache
 
 _EMBED_BATCH = 256
 _YIELD_EVERY = 200
@@ -154,7 +155,6 @@ class RelatedWords:
         self._max_episodes = max_episodes
         self._max_bytes = max_bytes
         self._max_words = max_words
-        self._max_shared = max_shared_words
         self._page = page
         self._max_changes = max_changes
         self._wait_s = wait_s
@@ -170,7 +170,7 @@ class RelatedWords:
             notifier.watch(self._written)
         self.embedded_for_queries = 0  # words embedded at query time (for benchmarks)
         self._users: OrderedDict[tuple[str, str], _Vocabulary] = OrderedDict()
-        self._shared: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._shared = TextVectorCache(max_shared_words)
         self._stemmer = Stemmer.Stemmer("porter")
 
     async def for_query(self, user: UserRef, query: str) -> list[str]:
@@ -335,9 +335,8 @@ class RelatedWords:
         for i, word in enumerate(words):
             if vocab is not None and word in vocab.index:
                 out[i] = vocab.matrix[vocab.index[word]]
-            elif word in self._shared:
-                out[i] = self._shared[word]
-                self._shared.move_to_end(word)
+            elif (shared := self._shared.get(word)) is not None:
+                out[i] = shared
             else:
                 missing.append(i)
         if count:
@@ -349,9 +348,7 @@ class RelatedWords:
             vectors = (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
             for i, vector in zip(batch, vectors, strict=True):
                 out[i] = vector
-                self._shared[words[i]] = vector
-        while len(self._shared) > self._max_shared:
-            self._shared.popitem(last=False)
+                self._shared.put(words[i], vector)
         return out
 
     def _evict(self, keep: tuple[str, str]) -> None:

@@ -1,4 +1,4 @@
-"""A query without the speakers' names it holds, and a bound cache of such queries' vectors.
+"""A query without the speakers' names it holds.
 
 A question about one person ("What might John's financial status be?") embeds close to every
 turn that says the name: the short derived memories ("John values family time") and greetings
@@ -12,9 +12,6 @@ language's names: a name that is not a speaker of this user stays in the query.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
-
-from persona_server.ports.graph_store import Vector
 
 # A word as the full-text indexes see it (domain.words), with an English possessive kept on.
 _WORD = re.compile(r"[^\W_]+(?:['\u2019][sS])?")
@@ -35,24 +32,3 @@ def without_names(query: str, names: frozenset[str]) -> str | None:
     parts.append(query[last:])
     out = " ".join("".join(parts).split())
     return out if any(c.isalnum() for c in out) else None
-
-
-class VectorCache:
-    """Embeddings of texts, least recently used out past `size` entries. A context stream
-    recalls the same query on every change; its unnamed form is embedded once."""
-
-    def __init__(self, size: int = 1024) -> None:
-        self._size = size
-        self._vectors: OrderedDict[str, Vector] = OrderedDict()
-
-    def get(self, text: str) -> Vector | None:
-        vector = self._vectors.get(text)
-        if vector is not None:
-            self._vectors.move_to_end(text)
-        return vector
-
-    def put(self, text: str, vector: Vector) -> None:
-        self._vectors[text] = vector
-        self._vectors.move_to_end(text)
-        while len(self._vectors) > self._size:
-            self._vectors.popitem(last=False)
