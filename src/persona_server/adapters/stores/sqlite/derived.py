@@ -84,14 +84,7 @@ class DerivedBatch:
             self._conn.executemany(INSERT_MEMORY, inserts)
         if updates:
             self._conn.executemany(UPDATE_MEMORY, updates)
-        for chunk in chunks([p["id"] for p in inserts]):
-            marks = ",".join("?" * len(chunk))
-            self._rowids.update(
-                self._conn.execute(
-                    f"SELECT id, rowid FROM memories WHERE user_key = ? AND id IN ({marks})",
-                    [self._key, *chunk],
-                ).fetchall()
-            )
+        self._read_known([p["id"] for p in inserts])  # the new rows' rowids
         for p in changed:
             self._written[p["id"]] = p
             self._types[p["id"]] = str(p["type"])
