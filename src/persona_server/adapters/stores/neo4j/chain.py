@@ -16,7 +16,9 @@ the (tenant, user_id, chain_at, seq) index in order (O(log n) each), never by sc
 Each seek names that index (`USING INDEX`): the (tenant, user_id, seq) index of export pages
 matches the same predicates, and with it the planner read every episode of the user and sorted
 them. The tail lookup of each Ingest took 31 ms at 8,000 episodes that way, and single-item
-ingest rose from 44-57 to 81 ms at 10k (BENCHMARKS.md).
+ingest rose from 44-57 to 81 ms at 10k (BENCHMARKS.md). A hint whose index is missing (a
+database that came back without its schema) is a planner warning, not an error, under Neo4j's
+default `dbms.cypher.hints_error=false` (checked on 5.26): the statement still runs.
 The caller holds the user's write lock (users.lock_user), so concurrent batches of one user take
 turns and each sees the chain the previous one left.
 """
